@@ -56,14 +56,12 @@ import os
 import re
 import shutil
 import stat
-import sys
 import tarfile
-import tempfile
 import time
 import uuid
 import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urljoin
@@ -142,6 +140,7 @@ MINI_DEFAULTS: dict[str, int] = {
 KNOWN_INVALID_MICROSCOPY = ("Ma190c_lame3_zone13_composite_Mcropped_2",)
 
 _TIMEOUT = 30.0
+_SCENE_RETRIES = 20
 
 
 # --------------------------------------------------------------------------------------
@@ -193,7 +192,7 @@ class DatasetCamera:
 
     def __post_init__(self) -> None:
         cfa = str(self.cfa).upper()
-        if len(cfa) != 4 or sorted(cfa) != ["B", "G", "G", "R"]:
+        if cfa not in ("RGGB", "BGGR", "GRBG", "GBRG"):
             raise ValueError(f"cfa must be a Bayer pattern such as 'RGGB', got {self.cfa!r}")
         black = tuple(float(v) for v in np.broadcast_to(np.asarray(self.black_level, float), (4,)))
         wb = tuple(float(v) for v in np.asarray(self.wb_gains, float).reshape(3))
@@ -504,9 +503,9 @@ def mini_class_counts(
     classes (the paper has only 8 NGB crops in 940).
 
     Example:
-        >>> c = mini_class_counts(144)
-        >>> sum(c.values()), min(c.values()), max(c, key=c.get)
-        (144, 8, 'LYT')
+        >>> mini_class_counts(144)  # doctest: +NORMALIZE_WHITESPACE
+        {'BAS': 9, 'EOS': 12, 'KSC': 20, 'LYA': 10, 'LYT': 26, 'MON': 23, 'NGB': 9,
+         'NGS': 25, 'UNC': 10}
     """
     from .scenes import CLASS_COUNTS_PAPER, LEUKOCYTE_CLASSES
 
@@ -588,7 +587,14 @@ def _make_drone_item(job: tuple) -> tuple[dict[str, list], str, float]:
     out_dir, stem, size, ss = job
     params = _sensor_preset("drone")
     scene_ss, *int_ss = ss.spawn(1 + len(INTENSITY_LEVELS))
-    radiance, mask = scenes.aerial_tile(np.random.default_rng(scene_ss), size=size, min_cars=1)
+    for attempt in range(_SCENE_RETRIES):
+        try:  # a small tile may have no room for a car: redraw, deterministically
+            radiance, mask = scenes.aerial_tile(np.random.default_rng(scene_ss), size=size, min_cars=1)
+            break
+        except RuntimeError:
+            if attempt == _SCENE_RETRIES - 1:
+                raise
+            scene_ss = scene_ss.spawn(1)[0]
     files: dict[str, list] = {}
     for folder, raw in _simulate_all(radiance, params, int_ss):
         rel = f"images/{folder}/{stem}.tiff"
@@ -622,10 +628,22 @@ def _run_jobs(fn: Callable, jobs: list, workers: int, desc: str, progress: bool)
         bar.close()
 
 
-def _mini_config(kind: str, seed: int, n: int, size: int, extra: Mapping[str, Any]) -> dict[str, Any]:
+def _generator_code_hash() -> str:
+    """SHA-256 over the scene and sensor model sources: any change there means new data."""
+    h = hashlib.sha256()
+    for name in ("scenes.py", "sensor.py"):
+        h.update(name.encode())
+        h.update((Path(__file__).with_name(name)).read_bytes())
+    return h.hexdigest()
+
+
+def _mini_config(
+    kind: str, seed: int, n: int, size: int, extra: Mapping[str, Any], code: str | None = None
+) -> dict[str, Any]:
     return {
         "dataset": kind,
         "generator_version": GENERATOR_VERSION,
+        "generator_code_sha256": code or _generator_code_hash(),
         "seed": int(seed),
         "n": int(n),
         "size": int(size),
@@ -635,8 +653,8 @@ def _mini_config(kind: str, seed: int, n: int, size: int, extra: Mapping[str, An
 
 def _check_size(size: int) -> int:
     size = int(size)
-    if size < 16 or size % 2:
-        raise ValueError(f"size must be an even number >= 16 (whole 2x2 CFA cells), got {size}")
+    if size < 64 or size % 2:
+        raise ValueError(f"size must be an even number >= 64 (whole 2x2 CFA cells; the scenes need 64), got {size}")
     return size
 
 
@@ -657,6 +675,7 @@ def _build_one(
     size = _check_size(size)
     params = _sensor_preset(kind)
     camera = _camera_for(params, notes=f"mini {kind} set, simulated by drifthelpers.sensor")
+    code = _generator_code_hash()  # before generating: the manifest names the code used
     _clean_stale_siblings(target)
     tmp = _tmp_sibling(target, "tmp")
     try:
@@ -692,7 +711,7 @@ def _build_one(
             files.update(item_files)
         files[CAMERA_FILE] = list(_write_bytes(tmp / CAMERA_FILE, _json_bytes(camera.to_dict())))
         manifest = {
-            "config": _mini_config(kind, seed, n, size, extra),
+            "config": _mini_config(kind, seed, n, size, extra, code),
             "sensor": _params_dict(params),
             "camera": camera.to_dict(),
             "intensities": dict(zip(INTENSITY_FOLDERS, map(float, INTENSITY_LEVELS))),
@@ -773,7 +792,7 @@ def build_mini(
         which: ``"microscopy"``, ``"drone"`` or both.
         n_microscopy: number of microscopy crops (>= 9 * ``min_per_class``).
         n_drone: number of drone tiles.
-        size: tile side in pixels (even, >= 16).
+        size: tile side in pixels (even, >= 64).
         progress: show progress bars and print a one-line summary per set.
         workers: processes to use (default: available cores, at most 4).
         min_per_class: floor of crops per microscopy class.
@@ -1440,15 +1459,28 @@ def _move_tree_contents(src: Path, dst: Path) -> None:
             os.replace(p, target)
 
 
+def _scope(src: Path, word: str) -> list[Path]:
+    """Top-most folders whose name contains ``word`` (an archive holding both sets), else src."""
+    hits = sorted(p for p in src.rglob("*") if p.is_dir() and word in p.name.lower())
+    top = [p for p in hits if not any(q != p and p.is_relative_to(q) for q in hits)]
+    return top or [src]
+
+
+def _rglob_dirs(roots: Sequence[Path], name: str) -> list[Path]:
+    return sorted(p for r in roots for p in r.rglob(name) if p.is_dir())
+
+
 def _normalise_microscopy(src: Path, out: Path) -> None:
-    labels = [p for p in src.rglob(LABEL_FILE) if p.is_file()]
+    roots = _scope(src, "microscop")
+    labels = sorted(p for r in roots for p in r.rglob(LABEL_FILE) if p.is_file())
+    labels = labels or sorted(p for p in src.rglob(LABEL_FILE) if p.is_file())
     if not labels:
         raise DownloadError(f"no {LABEL_FILE} in the downloaded microscopy files")
     (out / "labels").mkdir(parents=True, exist_ok=True)
     os.replace(labels[0], out / "labels" / LABEL_FILE)
     found = 0
     for folder in INTENSITY_FOLDERS:
-        for d in sorted(p for p in src.rglob(folder) if p.is_dir()):
+        for d in _rglob_dirs(roots, folder):
             _move_tree_contents(d, out / "images" / folder)
             found += 1
     if not found:
@@ -1456,8 +1488,9 @@ def _normalise_microscopy(src: Path, out: Path) -> None:
 
 
 def _normalise_drone(src: Path, out: Path, tile: int, progress: bool) -> None:
-    mask_dirs = [p for p in src.rglob("*") if p.is_dir() and "mask" in p.name.lower()]
-    int_dirs = {f: sorted(p for p in src.rglob(f) if p.is_dir()) for f in INTENSITY_FOLDERS}
+    roots = _scope(src, "drone")
+    mask_dirs = [p for r in roots for p in r.rglob("*") if p.is_dir() and "mask" in p.name.lower()]
+    int_dirs = {f: _rglob_dirs(roots, f) for f in INTENSITY_FOLDERS}
     if not mask_dirs or not any(int_dirs.values()):
         raise DownloadError("no raw_scaleXXX and mask folders in the downloaded drone files")
     first = next(p for ps in int_dirs.values() for p in ps)

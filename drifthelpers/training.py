@@ -1,0 +1,384 @@
+"""Fit and evaluate task models on raw data rendered on the fly by a data model.
+
+The path of every batch: raw mosaic (B, 1, H, W) in DN → data model (static preset
+or parametrized ISP) → RGB (B, 3, H, W) → weak augmentation (flips and 90°
+rotations, applied to masks too, *after* the data model so the CFA phase the
+data model sees is never disturbed) → task model → loss.
+
+Also here: metrics (accuracy and macro-F1; IoU), explicit seeding, and a
+checkpoint cache keyed by the full configuration so that re-running a notebook
+reuses trained models (state dicts only, loaded with ``weights_only=True``).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import random
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "seed_everything",
+    "weak_augment",
+    "confusion_matrix",
+    "accuracy",
+    "macro_f1",
+    "iou",
+    "TrainConfig",
+    "History",
+    "fit",
+    "evaluate",
+    "predict",
+    "CheckpointCache",
+    "config_key",
+]
+
+
+# --------------------------------------------------------------------------- seeds
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; return a torch Generator seeded the same way.
+
+    Call it explicitly at the start of a notebook or experiment (the package
+    never seeds at import time).
+    """
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    random.seed(int(seed))
+    np.random.seed(int(seed) % 2**32)
+    torch.manual_seed(int(seed))
+    return torch.Generator().manual_seed(int(seed))
+
+
+# --------------------------------------------------------------------------- augmentation
+
+
+def weak_augment(
+    images: torch.Tensor, masks: torch.Tensor | None = None, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The paper's weak augmentation: random flips and 90° rotations, per sample.
+
+    Each sample gets one of the 8 symmetries of the square (the dihedral group
+    D4), drawn uniformly; a mask, when given, gets the same one.
+
+    Args:
+        images: (B, C, H, W), H == W for rotations to keep the shape.
+        masks: optional (B, K, H, W).
+        generator: torch Generator for reproducible draws.
+
+    Returns:
+        ``(images, masks)`` transformed (``masks`` is ``None`` when not given).
+    """
+    if images.ndim != 4:
+        raise ValueError(f"images must have shape (B, C, H, W), got {tuple(images.shape)}")
+    if images.shape[-1] != images.shape[-2]:
+        raise ValueError(f"weak_augment needs square images for 90° rotations, got {tuple(images.shape[-2:])}")
+    if masks is not None and (masks.shape[0] != images.shape[0] or masks.shape[-2:] != images.shape[-2:]):
+        raise ValueError(f"masks {tuple(masks.shape)} do not match images {tuple(images.shape)}")
+    codes = torch.randint(0, 8, (images.shape[0],), generator=generator)
+    out_i, out_m = [], []
+    for b, code in enumerate(codes.tolist()):
+        k, flip = code % 4, code >= 4
+        x = images[b]
+        x = torch.flip(x, dims=(-1,)) if flip else x
+        out_i.append(torch.rot90(x, k, dims=(-2, -1)))
+        if masks is not None:
+            m = masks[b]
+            m = torch.flip(m, dims=(-1,)) if flip else m
+            out_m.append(torch.rot90(m, k, dims=(-2, -1)))
+    return torch.stack(out_i), (torch.stack(out_m) if masks is not None else None)
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Counts ``C[i, j]`` of samples of true class i predicted as j."""
+    pred, target = pred.reshape(-1).long(), target.reshape(-1).long()
+    idx = target * num_classes + pred
+    return torch.bincount(idx, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def accuracy(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """Fraction of correct predictions."""
+    if pred.numel() == 0:
+        raise ValueError("accuracy of an empty set is undefined")
+    return float((pred.reshape(-1) == target.reshape(-1)).float().mean())
+
+
+def macro_f1(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> float:
+    """Unweighted mean of per-class F1 over the classes present in target or prediction."""
+    cm = confusion_matrix(pred, target, num_classes).double()
+    tp = cm.diag()
+    support = cm.sum(1)
+    predicted = cm.sum(0)
+    present = (support + predicted) > 0
+    f1 = torch.where(present, 2 * tp / (support + predicted).clamp_min(1), torch.zeros_like(tp))
+    return float(f1[present].mean()) if present.any() else 0.0
+
+
+def iou(pred_mask: torch.Tensor, target_mask: torch.Tensor) -> float:
+    """Intersection over union of two binary masks, pooled over the whole set.
+
+    An empty union (no positives anywhere) counts as a perfect 1.0.
+    """
+    p, t = pred_mask.bool(), target_mask.bool()
+    union = (p | t).sum()
+    if union == 0:
+        return 1.0
+    return float((p & t).sum().double() / union.double())
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a trained task model (and so its cache key).
+
+    Attributes:
+        task: ``"classification"`` or ``"segmentation"``.
+        model: a name from :data:`drifthelpers.models.TASK_MODELS`.
+        epochs, batch_size, lr, weight_decay: optimiser settings (Adam).
+        seed: seed of initialisation, shuffling and augmentation.
+        augment: ``"weak"`` (flips and 90° rotations) or ``"none"``.
+        data_model: label of the data model the task model trains on (a preset,
+            ``"learned"``, ...); part of the key only.
+        data_lr: learning rate of a learnable data model (0 = frozen).
+        extra: anything else that identifies the data (data set fingerprint,
+            split seed, intensity, ...), as JSON-ready values.
+    """
+
+    task: str = "classification"
+    model: str = "small_cnn"
+    epochs: int = 5
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+    augment: str = "weak"
+    data_model: str = "bi,s,ga"
+    data_lr: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.task not in ("classification", "segmentation"):
+            raise ValueError(f"task must be 'classification' or 'segmentation', got {self.task!r}")
+        if self.augment not in ("weak", "none"):
+            raise ValueError(f"augment must be 'weak' or 'none', got {self.augment!r}")
+        for name in ("epochs", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0 or self.data_lr < 0 or self.weight_decay < 0:
+            raise ValueError("lr must be > 0, data_lr and weight_decay >= 0")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def config_key(config: TrainConfig | dict, version: str = "1") -> str:
+    """A stable 16-hex-digit key for a configuration (canonical JSON, SHA-256)."""
+    payload = config.to_dict() if isinstance(config, TrainConfig) else dict(config)
+    text = json.dumps({"v": version, "config": payload}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class History:
+    """Per-epoch training loss and validation metrics."""
+
+    train_loss: list[float] = field(default_factory=list)
+    val: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"train_loss": self.train_loss, "val": self.val}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> History:
+        return cls(list(d.get("train_loss", [])), list(d.get("val", [])))
+
+
+# --------------------------------------------------------------------------- loops
+
+
+def _loss_fn(task: str) -> Callable:
+    if task == "classification":
+        return nn.CrossEntropyLoss()
+    from segmentation_models_pytorch.losses import DiceLoss
+
+    return DiceLoss(mode="binary", from_logits=True)
+
+
+def _batches(loader: Iterable, device) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    for batch in loader:
+        raw = batch["raw"].to(device)
+        target = batch["label"] if "label" in batch else batch["mask"]
+        yield raw, target.to(device)
+
+
+def _progress(iterable, enabled: bool, **kw):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, **kw)
+
+
+def predict(task_model: nn.Module, data_model: nn.Module, loader: Iterable, device="cpu", transform=None):
+    """Run data model and task model over a loader; returns (predictions, targets).
+
+    Classification: class indices. Segmentation: binary masks (logit > 0).
+    ``transform`` (optional) is applied to the rendered RGB batch (e.g. a corruption).
+    """
+    task_model.eval()
+    data_model.eval()
+    preds, targets = [], []
+    with torch.no_grad():
+        for raw, target in _batches(loader, device):
+            rgb = data_model(raw)
+            if transform is not None:
+                rgb = transform(rgb)
+            out = task_model(rgb)
+            preds.append(out.argmax(1) if out.ndim == 2 else (out > 0).to(torch.uint8))
+            targets.append(target if target.ndim == 1 else (target > 0.5).to(torch.uint8))
+    return torch.cat(preds).cpu(), torch.cat(targets).cpu()
+
+
+def evaluate(task_model: nn.Module, data_model: nn.Module, loader: Iterable, task: str, num_classes: int = 9,
+             device="cpu", transform=None) -> dict:
+    """Metrics of a task model on a loader rendered by a data model.
+
+    Returns:
+        ``{"accuracy", "macro_f1"}`` for classification, ``{"iou"}`` for segmentation.
+    """
+    pred, target = predict(task_model, data_model, loader, device=device, transform=transform)
+    if task == "classification":
+        return {"accuracy": accuracy(pred, target), "macro_f1": macro_f1(pred, target, num_classes)}
+    if task == "segmentation":
+        return {"iou": iou(pred, target)}
+    raise ValueError(f"task must be 'classification' or 'segmentation', got {task!r}")
+
+
+def fit(
+    task_model: nn.Module,
+    data_model: nn.Module,
+    train_loader: Iterable,
+    val_loader: Iterable | None,
+    config: TrainConfig,
+    num_classes: int = 9,
+    device="cpu",
+    progress: bool = True,
+    generator: torch.Generator | None = None,
+) -> History:
+    """Train a task model (and, when ``config.data_lr > 0``, the data model too).
+
+    Adam on the task model with ``config.lr``; when the data model has
+    parameters and ``config.data_lr > 0`` they join with their own learning
+    rate, and ``data_model.project_()`` (if it has one) keeps them inside their
+    bounds after every step. Otherwise the data model runs under ``no_grad``.
+
+    Returns:
+        The :class:`History` of per-epoch training loss and validation metrics.
+    """
+    task_model.to(device)
+    data_model.to(device)
+    loss_fn = _loss_fn(config.task)
+    groups = [{"params": [p for p in task_model.parameters() if p.requires_grad], "lr": config.lr}]
+    learn_data = config.data_lr > 0 and any(p.requires_grad for p in data_model.parameters())
+    if learn_data:
+        groups.append({"params": [p for p in data_model.parameters() if p.requires_grad], "lr": config.data_lr})
+    opt = torch.optim.Adam(groups, weight_decay=config.weight_decay)
+    gen = generator if generator is not None else torch.Generator().manual_seed(config.seed)
+    history = History()
+    epochs = _progress(range(config.epochs), progress, desc=f"train {config.data_model}", leave=False)
+    for _ in epochs:
+        task_model.train()
+        data_model.train(learn_data)
+        total, count = 0.0, 0
+        for raw, target in _batches(train_loader, device):
+            if learn_data:
+                rgb = data_model(raw)
+            else:
+                with torch.no_grad():
+                    rgb = data_model(raw)
+            mask = target.float() if config.task == "segmentation" else None
+            if config.augment == "weak":
+                rgb, mask = weak_augment(rgb, mask, generator=gen)
+            out = task_model(rgb)
+            loss = loss_fn(out, mask if mask is not None else target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if learn_data and hasattr(data_model, "project_"):
+                data_model.project_()
+            total += float(loss.detach()) * raw.shape[0]
+            count += raw.shape[0]
+        history.train_loss.append(total / max(count, 1))
+        if val_loader is not None:
+            metrics = evaluate(task_model, data_model, val_loader, config.task, num_classes, device)
+            history.val.append(metrics)
+            if progress and hasattr(epochs, "set_postfix"):
+                epochs.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()})
+    task_model.eval()
+    data_model.eval()
+    return history
+
+
+# --------------------------------------------------------------------------- checkpoint cache
+
+
+class CheckpointCache:
+    """Trained state dicts on disk, keyed by the full configuration.
+
+    Files: ``<root>/<key>.pt`` (a dict of state dicts and tensors only, so it
+    loads with ``torch.load(weights_only=True)``) and ``<key>.json`` (the
+    configuration and the history, human-readable). Writes are atomic.
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def _paths(self, key: str) -> tuple[Path, Path]:
+        return self.root / f"{key}.pt", self.root / f"{key}.json"
+
+    def has(self, key: str) -> bool:
+        pt, js = self._paths(key)
+        return pt.is_file() and js.is_file()
+
+    def save(self, key: str, modules: dict[str, nn.Module], meta: dict) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        pt, js = self._paths(key)
+        states = {name: copy.deepcopy(m.state_dict()) for name, m in modules.items()}
+        for target, write in ((pt, lambda f: torch.save(states, f)), (js, lambda f: f.write(json.dumps(meta, indent=1, default=str).encode()))):
+            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{target.name}.", suffix=".part")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    write(f)
+                os.replace(tmp, target)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+
+    def load(self, key: str, modules: dict[str, nn.Module]) -> dict | None:
+        """Load state dicts into ``modules``; return the saved meta, or ``None`` when absent/unreadable."""
+        if not self.has(key):
+            return None
+        pt, js = self._paths(key)
+        try:
+            states = torch.load(pt, map_location="cpu", weights_only=True)
+            meta = json.loads(js.read_text())
+            for name, module in modules.items():
+                module.load_state_dict(states[name])
+        except Exception:  # a damaged or stale entry is retrained, never trusted
+            return None
+        return meta

@@ -1,0 +1,195 @@
+"""Task models, augmentation, metrics, the fit loop and the checkpoint cache."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from drifthelpers.models import TASK_MODELS, build_task_model, count_parameters
+from drifthelpers.training import (
+    CheckpointCache,
+    TrainConfig,
+    accuracy,
+    config_key,
+    confusion_matrix,
+    evaluate,
+    fit,
+    iou,
+    macro_f1,
+    seed_everything,
+    weak_augment,
+)
+
+
+# ----------------------------------------------------------------------------- models
+
+
+@pytest.mark.parametrize("name", sorted(TASK_MODELS))
+def test_models_build_and_run(name):
+    seg = TASK_MODELS[name] == "segmentation"
+    model = build_task_model(name, num_classes=1 if seg else 9).eval()
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, 64, 64))
+    assert out.shape == ((2, 1, 64, 64) if seg else (2, 9))
+    assert torch.isfinite(out).all()
+
+
+def test_resnet18_is_torchvision_with_new_head():
+    import torchvision
+
+    m = build_task_model("resnet18", num_classes=9)
+    assert isinstance(m, torchvision.models.ResNet) and m.fc.out_features == 9
+    assert count_parameters(m) == pytest.approx(11.18e6, rel=0.01)
+
+
+def test_four_channel_input():
+    m = build_task_model("resnet18", num_classes=9, in_channels=4).eval()
+    assert m(torch.rand(1, 4, 64, 64)).shape == (1, 9)
+
+
+@pytest.mark.parametrize("kw,match", [(dict(name="vgg"), "unknown task model"), (dict(name="resnet18", weights="x"), "weights")])
+def test_model_errors(kw, match):
+    with pytest.raises(ValueError, match=match):
+        build_task_model(**kw)
+
+
+# ----------------------------------------------------------------------------- augmentation
+
+
+def test_weak_augment_applies_same_symmetry_to_mask():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(16, 3, 8, 8)
+    m = x[:, :1].clone()  # the mask is the image's first channel
+    xa, ma = weak_augment(x, m, generator=g)
+    torch.testing.assert_close(xa[:, :1], ma)
+
+
+def test_weak_augment_uses_all_eight_symmetries():
+    g = torch.Generator().manual_seed(1)
+    x = torch.arange(4.0).reshape(1, 1, 2, 2).repeat(200, 1, 1, 1)
+    xa, _ = weak_augment(x, generator=g)
+    distinct = {tuple(v.flatten().tolist()) for v in xa}
+    assert len(distinct) == 8
+    # every output is a permutation of the input (a symmetry, not a resampling)
+    assert all(sorted(v) == [0.0, 1.0, 2.0, 3.0] for v in distinct)
+
+
+def test_weak_augment_errors():
+    with pytest.raises(ValueError, match="square"):
+        weak_augment(torch.rand(1, 3, 4, 6))
+    with pytest.raises(ValueError, match="B, C, H, W"):
+        weak_augment(torch.rand(3, 4, 4))
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def test_metrics_hand_checked():
+    pred = torch.tensor([0, 1, 1, 2, 2, 2])
+    target = torch.tensor([0, 1, 2, 2, 2, 0])
+    assert accuracy(pred, target) == pytest.approx(4 / 6)
+    cm = confusion_matrix(pred, target, 3)
+    assert cm.tolist() == [[1, 0, 1], [0, 1, 0], [0, 1, 2]]
+    # F1: class0 2*1/(2+1)=2/3; class1 2*1/(1+2)=2/3; class2 2*2/(3+3)=2/3
+    assert macro_f1(pred, target, 3) == pytest.approx(2 / 3)
+    # absent classes do not count
+    assert macro_f1(pred, target, 9) == pytest.approx(2 / 3)
+
+
+def test_iou_hand_checked():
+    a = torch.tensor([[1, 1, 0, 0]])
+    b = torch.tensor([[0, 1, 1, 0]])
+    assert iou(a, b) == pytest.approx(1 / 3)
+    assert iou(torch.zeros(4), torch.zeros(4)) == 1.0
+
+
+# ----------------------------------------------------------------------------- fit + cache
+
+
+class _ColourDataset(torch.utils.data.Dataset):
+    """Raw 'mosaics' whose mean level encodes the class: learnable in a few steps."""
+
+    def __init__(self, n=48, classes=3, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.labels = torch.arange(n) % classes
+        self.raw = (self.labels.float()[:, None, None, None] + 0.5) / classes + 0.05 * torch.randn(n, 1, 16, 16, generator=g)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return {"raw": self.raw[i], "label": self.labels[i]}
+
+
+class _Replicate(nn.Module):
+    """A trivial data model: grey mosaic -> RGB."""
+
+    def forward(self, raw):
+        return raw.repeat(1, 3, 1, 1)
+
+
+def test_fit_learns_and_is_deterministic():
+    ds = _ColourDataset()
+    results = []
+    for _ in range(2):
+        seed_everything(0)
+        model = build_task_model("small_cnn", num_classes=3)
+        loader = torch.utils.data.DataLoader(ds, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(0))
+        cfg = TrainConfig(epochs=10, batch_size=8, lr=1e-2, seed=0)
+        hist = fit(model, _Replicate(), loader, loader, cfg, num_classes=3, progress=False)
+        results.append((hist.train_loss, hist.val[-1]))
+    assert results[0] == results[1]
+    assert results[0][1]["accuracy"] > 0.9  # separable classes: learnt
+    assert results[0][0][-1] < results[0][0][0]
+
+
+def test_evaluate_rejects_bad_task():
+    ds = _ColourDataset(n=6)
+    loader = torch.utils.data.DataLoader(ds, batch_size=3)
+    with pytest.raises(ValueError, match="task"):
+        evaluate(build_task_model("small_cnn", 3), _Replicate(), loader, task="detection")
+
+
+def test_config_validation_and_key():
+    with pytest.raises(ValueError, match="task"):
+        TrainConfig(task="detect")
+    with pytest.raises(ValueError, match="epochs"):
+        TrainConfig(epochs=0)
+    a, b = TrainConfig(seed=1), TrainConfig(seed=2)
+    assert config_key(a) != config_key(b)
+    assert config_key(a) == config_key(TrainConfig(seed=1))
+
+
+def test_checkpoint_cache_round_trip(tmp_path):
+    cache = CheckpointCache(tmp_path)
+    m1 = build_task_model("small_cnn", 3)
+    key = config_key(TrainConfig())
+    assert cache.load(key, {"task": m1}) is None
+    cache.save(key, {"task": m1}, {"history": [1, 2]})
+    m2 = build_task_model("small_cnn", 3)
+    meta = cache.load(key, {"task": m2})
+    assert meta == {"history": [1, 2]}
+    for p1, p2 in zip(m1.state_dict().values(), m2.state_dict().values()):
+        torch.testing.assert_close(p1, p2)
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_checkpoint_cache_ignores_damaged_entry(tmp_path):
+    cache = CheckpointCache(tmp_path)
+    key = "abc"
+    cache.save(key, {"task": build_task_model("small_cnn", 3)}, {})
+    (tmp_path / "abc.pt").write_bytes(b"garbage")
+    assert cache.load(key, {"task": build_task_model("small_cnn", 3)}) is None
+
+
+def test_checkpoint_refuses_pickled_code(tmp_path):
+    """Entries load with weights_only=True: a pickle that would run code is rejected."""
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("owned",))
+
+    torch.save({"task": Evil()}, tmp_path / "k.pt")
+    (tmp_path / "k.json").write_text("{}")
+    assert CheckpointCache(tmp_path).load("k", {"task": build_task_model("small_cnn", 3)}) is None
