@@ -27,19 +27,28 @@ Conventions:
   of the padded samples right, so demosaicing near the border uses true same-colour samples.
 * Filters are correlations (``torch.nn.functional.conv2d``); the fixed kernels used here are
   symmetric, so correlation and convolution agree.
-* Sharpening and denoising act on the luma only: the image goes to YUV
-  (:func:`kornia.color.rgb_to_yuv`, Y = 0.299 R + 0.587 G + 0.114 B), Y is filtered, and the
-  exact inverse (:func:`kornia.color.yuv_to_rgb`) brings it back, so chroma is untouched.
+* Sharpening and denoising act on the luma only: Y of YUV (the Y row of
+  :func:`kornia.color.rgb_to_yuv`, Y = 0.299 R + 0.587 G + 0.114 B) is filtered and U, V are
+  kept. Since the Y column of kornia's (exact) inverse :func:`kornia.color.yuv_to_rgb` is
+  (1, 1, 1), this is computed as ``rgb + (filtered Y - Y)``, tested equal to the round trip.
+* Gaussian windows are truncated at 4 sigma like ``scipy.ndimage.gaussian_filter``: 5x5 for
+  the denoiser's sigma 0.5 (the parametrized model's 5x5 kernel starts from the same weights),
+  9x9 for the unsharp mask's radius 1.
+* Without ``return_stages`` the chain runs fused (white balance folded into the colour
+  matrix, one luma pass for both luma filters, clip folded into the gamma curve); with it,
+  stage by stage. Both agree to float rounding.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Sequence
 
 import kornia
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -47,6 +56,8 @@ from torch import Tensor, nn
 from drifthelpers.raw import CFA_PATTERNS, cfa_channel_indices
 
 __all__ = [
+    "load_raw_file",
+    "render_file",
     "CameraParams",
     "PRESETS",
     "DEMOSAIC_METHODS",
@@ -173,13 +184,17 @@ def _flat(x: Tensor) -> tuple[Tensor, torch.Size]:
     return x.reshape((-1,) + tuple(x.shape[-3:])), x.shape
 
 
-def _pad_reflect(x: Tensor, ph: int, pw: int) -> Tensor:
+def _require_size(x: Tensor, ph: int, pw: int) -> None:
     h, w = x.shape[-2:]
     if ph >= h or pw >= w:
         raise ValueError(
             f"image of size {h}x{w} is too small for reflect padding of {ph}x{pw} pixels "
             f"(needs more than {ph} rows and {pw} columns)"
         )
+
+
+def _pad_reflect(x: Tensor, ph: int, pw: int) -> Tensor:
+    _require_size(x, ph, pw)
     return F.pad(x, (pw, pw, ph, ph), mode="reflect")
 
 
@@ -315,16 +330,17 @@ def _demosaic_linear(raw: Tensor, cfa: str, kernels: Tensor) -> Tensor:
     return _interleave(phases, shape)
 
 
-def _assemble_phase(flat: Tensor, py: int, px: int, sources, estimates) -> Tensor:
+def _assemble_phase(flat: Tensor, py: int, px: int, sources, estimates) -> list[Tensor]:
+    """The (R, G, B) half-resolution planes of one cell position: measured or estimated."""
     it = iter(estimates)
     own = flat[:, 0, py::2, px::2]
-    return torch.stack([own if src == 0 else next(it) for src in sources], dim=1)
+    return [own if src == 0 else next(it) for src in sources]
 
 
-def _interleave(phases: list[Tensor], shape: torch.Size) -> Tensor:
-    """Four (N, 3, H/2, W/2) planes by position (TL, TR, BL, BR) -> (*, 3, H, W)."""
-    n, _, h2, w2 = phases[0].shape
-    cells = torch.stack(phases, dim=2).reshape(n, 12, h2, w2)  # channel = colour * 4 + position
+def _interleave(phases: list[list[Tensor]], shape: torch.Size) -> Tensor:
+    """Per position (TL, TR, BL, BR) the (R, G, B) planes (N, H/2, W/2) -> (*, 3, H, W)."""
+    n, h2, w2 = phases[0][0].shape
+    cells = torch.stack([phases[pos][c] for c in range(3) for pos in range(4)], dim=1)  # colour * 4 + position
     return F.pixel_shuffle(cells, 2).reshape(shape[:-3] + (3, 2 * h2, 2 * w2))
 
 
@@ -334,17 +350,21 @@ def _taps(kernel) -> dict[tuple[int, int], float]:
 
 
 def _demosaic_fixed(raw: Tensor, cfa: str, kernels: tuple) -> Tensor:
-    """:func:`_demosaic_linear` for constant kernels: sums of strided shifted views, no convolution.
+    """:func:`_demosaic_linear` for constant kernels, on the four half-resolution planes.
 
-    Each needed value is evaluated only at its own sites (H/2 x W/2 per position), which on
-    CPU beats a convolution for these sparse 5- to 13-tap kernels.
+    The reflect-padded mosaic is split into its four CFA planes (``pixel_unshuffle``); each
+    needed value is then a weighted sum of contiguous shifted views of those planes, evaluated
+    only at its own sites, which on CPU beats a convolution for these sparse 4- to 13-tap
+    kernels (and its backward pass touches quarter-size planes only).
     """
     flat, shape = _flat(raw)
     h, w = flat.shape[-2:]
     if h % 2 or w % 2:
         return _demosaic_linear(raw, cfa, torch.tensor(kernels, dtype=raw.dtype, device=raw.device))
     r = len(kernels[0]) // 2
-    padded = _pad_reflect(flat, r, r)[:, 0]
+    pad = 2 * ((r + 1) // 2)  # even, so the padded mosaic keeps the pattern
+    planes = F.pixel_unshuffle(_pad_reflect(flat, pad, pad), 2)  # channel = 2 * row parity + column parity
+    o, h2, w2 = pad // 2, h // 2, w // 2
     taps = [_taps(k) for k in kernels]
     phases = []
     for pos, sources in enumerate(_phase_sources(cfa)):
@@ -355,8 +375,9 @@ def _demosaic_fixed(raw: Tensor, cfa: str, kernels: tuple) -> Tensor:
                 continue
             acc = None
             for (dy, dx), wt in taps[src - 1].items():
-                y0, x0 = r + py + dy, r + px + dx
-                part = padded[:, y0 : y0 + h - 1 : 2, x0 : x0 + w - 1 : 2]
+                yy, xx = py + dy, px + dx
+                y0, x0 = o + yy // 2, o + xx // 2
+                part = planes[:, 2 * (yy % 2) + xx % 2, y0 : y0 + h2, x0 : x0 + w2]
                 acc = part * wt if acc is None else torch.add(acc, part, alpha=wt)
             est.append(acc)
         phases.append(_assemble_phase(flat, py, px, sources, est))
@@ -366,11 +387,12 @@ def _demosaic_fixed(raw: Tensor, cfa: str, kernels: tuple) -> Tensor:
 def demosaic_bilinear(raw: Tensor, cfa: str) -> Tensor:
     """Bilinear demosaicing: each missing colour is the mean of its nearest same-colour sites.
 
-    Computed as one small convolution per site of the 2x2 cell with reflect padding. It equals
-    :func:`kornia.color.raw_to_rgb` (pattern mapped with :func:`drifthelpers.raw.cfa_to_kornia`)
-    on every pixel, borders included, for even H and W (tested; kornia's replicate padding of
-    the sub-sampled planes amounts to reflect padding of the mosaic), is faster, and also takes
-    odd sizes. Interior pixels equal ``colour_demosaicing.demosaicing_CFA_Bayer_bilinear``.
+    Each missing value is evaluated only at its own sites, from reflect-padded neighbours. It
+    equals :func:`kornia.color.raw_to_rgb` (pattern mapped with
+    :func:`drifthelpers.raw.cfa_to_kornia`) on every pixel, borders included, for even H and W
+    (tested: kornia's replicate padding of the sub-sampled planes amounts to reflect padding of
+    the mosaic), is faster on CPU, and also takes odd sizes. Interior pixels equal
+    ``colour_demosaicing.demosaicing_CFA_Bayer_bilinear``.
 
     Args:
         raw: normalised mosaic, shape (*, 1, H, W), H, W >= 2.
@@ -464,13 +486,10 @@ def demosaic_menon2007(raw: Tensor, cfa: str, refining_step: bool = True) -> Ten
     h, w = x.shape[-2:]
     m_r, m_g, m_b = _site_masks(cfa, h, w, x)
     rows = torch.arange(h, device=x.device).reshape(1, 1, h, 1)
-    cols = torch.arange(w, device=x.device).reshape(1, 1, 1, w)
     colours = cfa_channel_indices(cfa)
     r_pos, b_pos = colours.index(0), colours.index(2)
     r_row = (rows % 2) == r_pos // 2  # rows that hold R sites
-    r_col = (cols % 2) == r_pos % 2
     b_row = (rows % 2) == b_pos // 2
-    b_col = (cols % 2) == b_pos % 2
     g_in_r_row = m_g & r_row  # R neighbours left/right, B neighbours above/below
     g_in_b_row = m_g & b_row  # B left/right, R above/below
     zero = x.new_zeros(())
@@ -481,31 +500,31 @@ def demosaic_menon2007(raw: Tensor, cfa: str, refining_step: bool = True) -> Ten
     g_v = torch.where(m_g, x, _line(x, taps, vertical=True))
 
     # 2. decision from colour-difference gradients
-    c_h = torch.where(m_g, zero, x - g_h)
-    c_v = torch.where(m_g, zero, x - g_v)
+    c_h = x - g_h  # colour differences R-G / B-G; exactly 0 at G sites, where g_h = x
+    c_v = x - g_v
     d_h = (c_h - _pad_reflect(c_h, 0, 2)[..., :, 4:]).abs()  # |C(i, j) - C(i, j + 2)|
     d_v = (c_v - _pad_reflect(c_v, 2, 0)[..., 4:, :]).abs()
     # Menon's classifier window (colour-demosaicing's kernel used as a convolution): the
     # gradient at the pixel and two to its left (above, for vertical) weigh 3, the others 1.
-    sum_h = _shifted_sum(d_h, _WINDOW_H)
-    sum_v = _shifted_sum(d_v, {(dx, dy): wt for (dy, dx), wt in _WINDOW_H.items()})
+    sum_h = _menon_window(d_h, vertical=False)
+    sum_v = _menon_window(d_v, vertical=True)
     horizontal = sum_v >= sum_h
     g = torch.where(horizontal, g_h, g_v)
 
-    # 3. red and blue along the chosen direction
+    # 3. red and blue along the chosen direction: X = G + mean of the neighbours' (X - G)
+    #    (the filters are linear, so this is G + filter(X) - filter(G) with X zero off its sites)
     half = (0.5, 0.0, 0.5)
     rb = torch.cat([torch.where(m_r, x, zero), torch.where(m_b, x, zero)], dim=1)  # (N, 2, H, W)
-    g2 = g.expand(-1, 2, -1, -1)
-    rb_h = g2 + _line(rb, half, False) - _line(g2, half, False)
-    rb_v = g2 + _line(rb, half, True) - _line(g2, half, True)
+    diff = rb - g
+    rb_h = g + _line(diff, half, False)
+    rb_v = g + _line(diff, half, True)
     # R from row neighbours where the G site sits in an R row, from column neighbours otherwise.
     r = torch.where(g_in_r_row, rb_h[:, :1], torch.where(g_in_b_row, rb_v[:, :1], rb[:, :1]))
     b = torch.where(g_in_b_row, rb_h[:, 1:], torch.where(g_in_r_row, rb_v[:, 1:], rb[:, 1:]))
-    rb = torch.cat([r, b], dim=1)
-    rb_dir_h = torch.cat([b, r], dim=1) + _line(rb, half, False) - _line(torch.cat([b, r], 1), half, False)
-    rb_dir_v = torch.cat([b, r], dim=1) + _line(rb, half, True) - _line(torch.cat([b, r], 1), half, True)
-    rb_at_other = torch.where(horizontal, rb_dir_h, rb_dir_v)  # R at B sites (ch 0), B at R sites (ch 1)
-    r = torch.where(m_b, rb_at_other[:, :1], r)
+    other = torch.cat([b, r], dim=1)
+    diff = torch.cat([r, b], dim=1) - other
+    rb_at_other = other + torch.where(horizontal, _line(diff, half, False), _line(diff, half, True))
+    r = torch.where(m_b, rb_at_other[:, :1], r)  # R at B sites (ch 0), B at R sites (ch 1)
     b = torch.where(m_r, rb_at_other[:, 1:], b)
 
     if refining_step:
@@ -534,8 +553,22 @@ def _menon_refine(r, g, b, m_r, m_g, m_b, g_in_r_row, g_in_b_row, horizontal):
     return r, g, b
 
 
-_WINDOW_H = {(0, 0): 3.0, (0, -2): 3.0, (-1, -1): 1.0, (1, -1): 1.0, (-2, 0): 1.0, (2, 0): 1.0,
-             (-2, -2): 1.0, (2, -2): 1.0}
+def _menon_window(d: Tensor, vertical: bool) -> Tensor:
+    """Menon's classifier window, reflect borders. Horizontal:
+    ``3 (D[i, j] + D[i, j-2]) + D[i-1, j-1] + D[i+1, j-1] + D[i-2, j] + D[i+2, j] + D[i-2, j-2] + D[i+2, j-2]``
+    (vertical: the transpose), computed as the rows {-2, 0, 2}, weighted (1, 3, 1), of
+    ``D[., j] + D[., j-2]`` plus the two remaining taps.
+    """
+    h, w = d.shape[-2:]
+    p = _pad_reflect(d, 2, 2)
+    if vertical:
+        pair = p[..., 2 : 2 + h, :] + p[..., 0:h, :]
+        out = torch.add(pair[..., :, 0:w] + pair[..., :, 4 : 4 + w], pair[..., :, 2 : 2 + w], alpha=3.0)
+        return out + (p[..., 1 : 1 + h, 1 : 1 + w] + p[..., 1 : 1 + h, 3 : 3 + w])
+    pair = p[..., :, 2 : 2 + w] + p[..., :, 0:w]
+    out = torch.add(pair[..., 0:h, :] + pair[..., 4 : 4 + h, :], pair[..., 2 : 2 + h, :], alpha=3.0)
+    return out + (p[..., 1 : 1 + h, 1 : 1 + w] + p[..., 3 : 3 + h, 1 : 1 + w])
+
 
 _DEMOSAICERS = {"bi": demosaic_bilinear, "ma": demosaic_malvar2004, "me": demosaic_menon2007}
 _DEMOSAIC_ALIASES = {**{k: k for k in DEMOSAIC_METHODS}, **{v: k for k, v in DEMOSAIC_METHODS.items()}}
@@ -706,6 +739,7 @@ def _unsharp_op(radius: float, amount: Tensor | float):
     amt = amount.reshape(-1, 1, 1, 1) if isinstance(amount, Tensor) and amount.dim() else amount
 
     def op(y: Tensor) -> Tensor:
+        _require_size(y, size // 2, size // 2)
         blur = kornia.filters.gaussian_blur2d(y, (size, size), (radius, radius), border_type="reflect")
         return y + amt * (y - blur)
 
@@ -713,7 +747,10 @@ def _unsharp_op(radius: float, amount: Tensor | float):
 
 
 def denoise_median(rgb: Tensor, kernel_size: int = 3) -> Tensor:
-    """Median filter on the luma (paper label ``me``), with :func:`kornia.filters.median_blur`.
+    """Median filter on the luma (paper label ``me``).
+
+    3x3 windows use an exact sorted-column formulation (faster on CPU); other sizes use
+    :func:`kornia.filters.median_blur`. Gradients flow to the selected sample.
 
     Args:
         rgb: linear RGB, shape (*, 3, H, W).
@@ -734,7 +771,32 @@ def denoise_median(rgb: Tensor, kernel_size: int = 3) -> Tensor:
 
 
 def _median_op(kernel_size: int):
-    return lambda y: kornia.filters.median_blur(y, kernel_size, border_type="reflect")
+    if kernel_size == 3:
+        return _median3x3
+    def op(y: Tensor) -> Tensor:
+        _require_size(y, kernel_size // 2, kernel_size // 2)
+        return kornia.filters.median_blur(y, kernel_size, border_type="reflect")
+
+    return op
+
+
+def _median3x3(y: Tensor) -> Tensor:
+    """Exact 3x3 median, reflect borders, from sorted columns (about half the min/max work of a
+    9-input sorting network, shared between neighbouring windows): the median of a 3x3 window is
+    ``med3(max of the column minima, med3 of the column medians, min of the column maxima)``.
+    Tested equal to :func:`kornia.filters.median_blur` and ``scipy.ndimage.median_filter``.
+    """
+    h, w = y.shape[-2:]
+    p = _pad_reflect(y, 1, 1)
+    a, b, c = p[..., :-2, :], p[..., 1:-1, :], p[..., 2:, :]  # the three rows of each column
+    lo, hi = torch.minimum(a, b), torch.maximum(a, b)
+    mid = torch.maximum(lo, torch.minimum(hi, c))
+    lo, hi = torch.minimum(lo, c), torch.maximum(hi, c)
+    lo = torch.maximum(torch.maximum(lo[..., :-2], lo[..., 1:-1]), lo[..., 2:])
+    hi = torch.minimum(torch.minimum(hi[..., :-2], hi[..., 1:-1]), hi[..., 2:])
+    m0, m1, m2 = mid[..., :-2], mid[..., 1:-1], mid[..., 2:]
+    mid = torch.maximum(torch.minimum(m0, m1), torch.minimum(torch.maximum(m0, m1), m2))
+    return torch.maximum(torch.minimum(lo, mid), torch.minimum(torch.maximum(lo, mid), hi))
 
 
 def denoise_gaussian(rgb: Tensor, sigma: float = 0.5, kernel_size: int | None = None) -> Tensor:
@@ -767,7 +829,11 @@ def denoise_gaussian(rgb: Tensor, sigma: float = 0.5, kernel_size: int | None = 
 
 
 def _gauss_op(sigma: float, size: int):
-    return lambda y: kornia.filters.gaussian_blur2d(y, (size, size), (sigma, sigma), "reflect")
+    def op(y: Tensor) -> Tensor:
+        _require_size(y, size // 2, size // 2)
+        return kornia.filters.gaussian_blur2d(y, (size, size), (sigma, sigma), "reflect")
+
+    return op
 
 
 def _gaussian_kernel(sigma: float, size: int, like: Tensor) -> Tensor:
@@ -863,6 +929,29 @@ class CameraParams:
         if not (math.isfinite(gamma) and gamma > 0):
             raise ValueError(f"gamma must be a finite number > 0, got {self.gamma}")
         object.__setattr__(self, "gamma", gamma)
+
+    @classmethod
+    def from_dataset_camera(cls, camera, gamma: float = 2.2) -> CameraParams:
+        """Camera values of a data set (``datasets.DatasetCamera``, or a dict with the same keys).
+
+        Example:
+            >>> CameraParams.from_dataset_camera({"cfa": "RGGB", "black_level": 64, "white_level": 1023,
+            ...     "wb_gains": (2.0, 1.0, 1.5), "ccm": ((1, 0, 0), (0, 1, 0), (0, 0, 1))}).wb_gains
+            (2.0, 1.0, 1.5)
+        """
+        get = camera.get if isinstance(camera, dict) else lambda k, d=None: getattr(camera, k, d)
+        black = get("black_level")
+        black = tuple(float(b) for b in np.broadcast_to(np.asarray(black, float), (4,)))
+        wb = get("wb_gains")
+        ccm = get("ccm")
+        return cls(
+            get("cfa"),
+            black,
+            float(get("white_level")),
+            (1.0, 1.0, 1.0) if wb is None else tuple(float(g) for g in wb),
+            ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)) if ccm is None else tuple(map(tuple, np.asarray(ccm, float))),
+            gamma,
+        )
 
     @classmethod
     def from_raw_image(cls, raw_image, gamma: float = 2.2) -> CameraParams:
@@ -994,15 +1083,13 @@ class StaticDataModel(nn.Module):
         super().__init__()
         self.preset = ",".join(parse_preset(preset))
         self.camera = _check_camera(camera)
-        self.register_buffer("black_level", torch.tensor(camera.black_level), persistent=False)
-        self.register_buffer("white_level", torch.tensor(camera.white_level), persistent=False)
-        self.register_buffer("wb_gains", torch.tensor(camera.wb_gains), persistent=False)
-        self.register_buffer("ccm", torch.tensor(camera.ccm), persistent=False)
 
     def forward(self, raw: Tensor, return_stages: bool = False):
-        """Render ``raw`` (DN); with ``return_stages`` also an OrderedDict of every stage's output."""
-        return _render(raw, self.preset, self.camera, self.black_level, self.white_level, self.wb_gains, self.ccm,
-                       return_stages)
+        """Render ``raw`` (DN); with ``return_stages`` also an OrderedDict of every stage's output.
+
+        Camera constants are built in the input's dtype and device on each call.
+        """
+        return render(raw, self.preset, self.camera, return_stages)
 
     def extra_repr(self) -> str:
         return f"preset={self.preset!r}, cfa={self.camera.cfa!r}"
@@ -1056,7 +1143,7 @@ def _project_sum_box(w: Tensor, total: Tensor, lo: float, hi: float, iters: int 
     """
     dtype = w.dtype
     w = w.double()
-    total = total.reshape(-1, 1).double()
+    total = total.reshape(-1, 1).to(device=w.device, dtype=torch.float64)
     lower = w.min(dim=-1, keepdim=True).values - hi  # every entry clamps to hi: sum = n * hi >= total
     upper = w.max(dim=-1, keepdim=True).values - lo  # every entry clamps to lo: sum = n * lo <= total
     for _ in range(iters):
@@ -1075,25 +1162,30 @@ class ParametrizedDataModel(nn.Module):
     :meth:`bounds` (a Euclidean projection; parameters are stored in natural units, so what
     you read is what the model uses).
 
-    ========== ========= ==========================================================
-    group      shape     set (kept by ``project_``)
-    ========== ========= ==========================================================
-    black_level (4,)     fraction of ``white_level`` per position, in [0, 0.5]
-    white_balance (3,)   gains in [0.1, 10] (widened to hold the camera's values)
-    colour_matrix (3, 3) each row keeps its initial sum (1 for DNG-style matrices, so
-                         neutral stays neutral); entries in [-4, 4] (widened likewise)
-    sharpen    (3, 3)    sums to 1 (flat areas unchanged); entries in [-4, 8]
-    denoise    (5, 5)    non-negative, sums to 1 (a weighted mean); init Gaussian σ 0.5
-    gamma      (1,)      in [1, 4]
-    demosaic   (4, 5, 5) optional (``learn_demosaic=True``): the four interpolation
-                         kernels of a linear demosaicer, each sums to 1, entries in [-2, 2];
-                         init bilinear (``"bi"``) or Malvar (``"ma"``)
-    ========== ========= ==========================================================
+    * ``black_level`` (4,): fraction of ``white_level`` per position, in [0, 0.5].
+    * ``white_balance`` (3,): gains in [0.1, 10] (widened to hold the camera's values).
+    * ``colour_matrix`` (3, 3): each row keeps its initial sum (1 for DNG-style matrices, so
+      neutral stays neutral); entries in [-4, 4] (widened likewise).
+    * ``sharpen`` (3, 3): sums to 1 (flat areas unchanged); entries in [-4, 8].
+    * ``denoise`` (5, 5): non-negative and sums to 1 (a weighted mean); init Gaussian sigma 0.5.
+    * ``gamma`` (1,): in [1, 4]; init the camera's gamma (2.2).
+    * ``demosaic`` (4, 5, 5), only with ``learn_demosaic=True``: the four interpolation kernels
+      of a linear demosaicer (G at R/B; R/B at G from row or from column neighbours; R at B and
+      B at R), each summing to 1 with entries in [-2, 2]; init bilinear (``"bi"``) or Malvar
+      (``"ma"``).
 
-    The black level is stored as a fraction of the white level so that every group has a
-    scale of about 1 for the optimiser; :meth:`state_as_dict` reports it in DN too. A camera
-    gain <= 0 (a fitted calibration can hold one) is folded into the matching colour-matrix
-    column, which renders identically.
+    That is 51 scalars, 151 with the demosaic kernels (the paper's model had 132, with 81
+    debayering taps as a 3 -> 3 channel 3x3 convolution of the masked mosaic; the four 5x5
+    kernels here cover both bilinear and Malvar initialisations, and "sums to 1" keeps flat
+    grey flat).
+
+    Projection rather than reparametrisation keeps values at the edge of their set (a black
+    level of 0, a gain of exactly 1) representable and the stored numbers readable; the price
+    is one call after each step. The black level is stored as a fraction of the white level so
+    that every group has a scale of about 1 for the optimiser; :meth:`state_as_dict` reports it
+    in DN too. A camera gain <= 0 (a fitted calibration can hold one) is folded into the
+    matching colour-matrix column, which renders identically. Gains and matrix bounds widen
+    to hold the camera's own values when those lie outside the defaults.
 
     At initialisation the model reproduces :class:`StaticDataModel` ``"bi,s,ga"`` (or the view
     of the chosen demosaicer) up to float rounding.
@@ -1125,13 +1217,13 @@ class ParametrizedDataModel(nn.Module):
         self.demosaic_method = key
         self.learn_demosaic = bool(learn_demosaic)
         self.cfa = camera.cfa
-        self.register_buffer("white_level", torch.tensor(camera.white_level, dtype=torch.float64).float())
+        self.white_level = float(camera.white_level)
 
         gains = torch.tensor(camera.wb_gains, dtype=torch.float64)
         ccm = torch.tensor(camera.ccm, dtype=torch.float64)
-        sign = torch.where(gains < 0, -1.0, 1.0)
         if (gains == 0).any():
             raise ValueError(f"wb_gains must be non-zero, got {camera.wb_gains}")
+        sign = torch.where(gains < 0, -1.0, 1.0).to(torch.float64)
         gains, ccm = gains.abs(), ccm * sign  # fold negative gains into the matrix columns
         wb_lo, wb_hi = min(0.1, float(gains.min())), max(10.0, float(gains.max()))
         cm_lo, cm_hi = min(-4.0, float(ccm.min())), max(4.0, float(ccm.max()))
@@ -1144,22 +1236,31 @@ class ParametrizedDataModel(nn.Module):
         frac = torch.tensor(camera.black_level, dtype=torch.float64) / camera.white_level
         if float(frac.max()) > 0.5:
             raise ValueError(f"black_level must be at most half the white level, got {camera.black_level}")
-
-        self.black_level = nn.Parameter(frac.float())
-        self.white_balance = nn.Parameter(gains.float())
-        self.colour_matrix = nn.Parameter(ccm.float())
-        self.sharpen = nn.Parameter(torch.tensor(SHARPEN_KERNEL))
-        self.denoise = nn.Parameter(_gaussian_kernel(0.5, 5, torch.zeros((), dtype=torch.float64)).float())
-        self.gamma = nn.Parameter(torch.tensor([camera.gamma]))
-        self.register_buffer("_ccm_row_sums", ccm.sum(dim=1).float())
+        self._ccm_row_sums = ccm.sum(dim=1)
+        # initial values in float64, so reset_parameters() is exact in any dtype
+        self._init = {
+            "black_level": frac, "white_balance": gains, "colour_matrix": ccm,
+            "sharpen": torch.tensor(SHARPEN_KERNEL, dtype=torch.float64),
+            "denoise": _gaussian_kernel(0.5, 5, frac), "gamma": torch.tensor([camera.gamma], dtype=torch.float64),
+        }
         if self.learn_demosaic:
             if key == "bi":
-                k = F.pad(torch.tensor(_BILINEAR_KERNELS, dtype=torch.float64), (1, 1, 1, 1))
+                self._init["demosaic"] = F.pad(torch.tensor(_BILINEAR_KERNELS, dtype=torch.float64), (1, 1, 1, 1))
             else:
-                k = torch.tensor(_MALVAR_KERNELS, dtype=torch.float64)
-            self.demosaic = nn.Parameter(k.float())
-        else:
-            self.register_parameter("demosaic", None)
+                self._init["demosaic"] = torch.tensor(_MALVAR_KERNELS, dtype=torch.float64)
+        for name in self.GROUPS:
+            if name in self._init:
+                self.register_parameter(name, nn.Parameter(self._init[name].float()))
+            else:
+                self.register_parameter(name, None)
+
+    @torch.no_grad()
+    def reset_parameters(self) -> ParametrizedDataModel:
+        """Set every parameter back to its initial value (exact in the parameters' dtype)."""
+        for name, value in self._init.items():
+            p = getattr(self, name)
+            p.copy_(value.to(p))
+        return self
 
     # -- groups and bounds
 
@@ -1192,7 +1293,7 @@ class ParametrizedDataModel(nn.Module):
         b = self._bounds
         out = {
             "black_level": {"lower": b["black_level"][0], "upper": b["black_level"][1],
-                            "unit": "fraction of white_level", "white_level": float(self.white_level)},
+                            "unit": "fraction of white_level", "white_level": self.white_level},
             "white_balance": {"lower": b["white_balance"][0], "upper": b["white_balance"][1]},
             "colour_matrix": {"lower": b["colour_matrix"][0], "upper": b["colour_matrix"][1],
                               "row_sums": self._ccm_row_sums.tolist()},
@@ -1235,7 +1336,7 @@ class ParametrizedDataModel(nn.Module):
         gamma``).
         """
         _check_image(raw, 1, "raw")
-        white = self.white_level.to(raw.dtype)
+        white = torch.tensor(self.white_level, dtype=raw.dtype, device=raw.device)
         black = self.black_level.to(raw.dtype) * white
         if self.demosaic is not None:
             kernels = self.demosaic
@@ -1253,9 +1354,93 @@ class ParametrizedDataModel(nn.Module):
     def state_as_dict(self) -> dict:
         """Current values as plain Python numbers (black level also in DN)."""
         out = {name: p.detach().cpu().tolist() for name, (p,) in self.param_groups().items()}
-        out["black_level_dn"] = (self.black_level.detach().cpu().double() * float(self.white_level)).tolist()
+        out["black_level_dn"] = (self.black_level.detach().cpu().double() * self.white_level).tolist()
         out["gamma"] = float(self.gamma.detach())
         return out
 
     def extra_repr(self) -> str:
         return f"cfa={self.cfa!r}, demosaic={self.demosaic_method!r}, learn_demosaic={self.learn_demosaic}"
+
+
+def _find_camera_json(path: Path) -> Path | None:
+    for parent in path.resolve().parents:
+        candidate = parent / "camera.json"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_raw_file(path) -> tuple[Tensor, CameraParams, float]:
+    """A raw file as ``(raw (1, 1, H, W) float32 DN, camera, pixel_aspect)``.
+
+    Camera raw files (DNG, CR2, NEF, ...) are read with :func:`drifthelpers.raw.read_raw`.
+    A plain single-channel TIFF mosaic from a data set (mini or Zenodo layout) takes its
+    camera values from the ``camera.json`` of the data set folder it lies in.
+    """
+    import json
+
+    from .raw import NotARawFileError, RawFileNotFoundError, read_raw
+
+    path = Path(path)
+    if not path.is_file():
+        raise RawFileNotFoundError(path, "no such file")
+    try:
+        image = read_raw(path)
+        return image.to_tensor()[None], CameraParams.from_raw_image(image), image.pixel_aspect
+    except NotARawFileError:
+        if path.suffix.lower() not in (".tif", ".tiff"):
+            raise
+    import tifffile
+
+    mosaic = tifffile.imread(path)
+    if mosaic.ndim != 2:
+        raise NotARawFileError(path, f"a TIFF with shape {mosaic.shape} is not a single-channel Bayer mosaic")
+    camera_json = _find_camera_json(path)
+    if camera_json is None:
+        raise NotARawFileError(
+            path, "a plain TIFF mosaic needs the camera.json of its data set folder (none found above the file)"
+        )
+    camera = CameraParams.from_dataset_camera(json.loads(camera_json.read_text()))
+    return torch.from_numpy(mosaic.astype(np.float32))[None, None], camera, 1.0
+
+
+def render_file(path, preset: str = "bi,s,ga", output=None) -> Path:
+    """Render a raw file through a static preset and save it as an 8-bit PNG (or 16-bit TIFF).
+
+    Non-square pixels are corrected by resampling the width (the mosaic itself is never
+    resampled). Used by ``python -m drifthelpers render``.
+
+    Returns:
+        The written path.
+    """
+    parse_preset(preset)
+    if output is None:
+        raise ValueError("output path is required")
+    output = Path(output)
+    if output.suffix.lower() not in (".png", ".tif", ".tiff"):
+        raise ValueError(f"output must end in .png, .tif or .tiff, got {output.name!r}")
+    if not output.parent.is_dir():
+        raise FileNotFoundError(f"{output}: folder {output.parent} does not exist")
+    raw, camera, aspect = load_raw_file(path)
+    with torch.no_grad():
+        rgb = render(raw, preset, camera)[0]
+    if aspect != 1.0:
+        h, w = rgb.shape[-2:]
+        rgb = torch.nn.functional.interpolate(rgb[None], size=(h, round(w * aspect)), mode="bilinear",
+                                              align_corners=False)[0].clamp(0, 1)
+    hwc = rgb.permute(1, 2, 0).numpy()
+    tmp = output.with_name(f".{output.name}.part")
+    try:
+        if output.suffix.lower() == ".png":
+            from PIL import Image
+
+            Image.fromarray((hwc * 255 + 0.5).astype(np.uint8)).save(tmp, format="PNG")
+        else:
+            import tifffile
+
+            tifffile.imwrite(tmp, (hwc * 65535 + 0.5).astype(np.uint16), photometric="rgb")
+        tmp.replace(output)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return output

@@ -5,7 +5,8 @@
 * ``"unet"`` — segmentation_models_pytorch U-Net with a ResNet18 encoder (the quick
   profile's segmenter); ``"unetplusplus"`` — U-Net++ with a ResNet34 encoder (the
   paper's segmenter, paper profile).
-* ``"small_cnn"`` — a four-block CNN classifier for teaching runs on a laptop CPU.
+* ``"small_cnn"`` — a four-block CNN classifier, and ``"small_unet"`` — a three-level
+  U-Net segmenter, both for teaching runs on a laptop CPU (the quick profile).
 
 Weights default to ``None`` (random initialisation): nothing is downloaded unless
 ``weights="imagenet"`` is asked for explicitly, which needs network access (or a
@@ -24,6 +25,7 @@ TASK_MODELS = {
     "small_cnn": "classification",
     "unet": "segmentation",
     "unetplusplus": "segmentation",
+    "small_unet": "segmentation",
 }
 
 
@@ -43,6 +45,36 @@ class _SmallCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x).mean(dim=(-2, -1)))
+
+
+class _SmallUNet(nn.Module):
+    """A three-level U-Net (conv-BN-ReLU blocks, max-pool down, bilinear up); ~0.1 M parameters."""
+
+    def __init__(self, num_classes: int, in_channels: int = 3, width: int = 12):
+        super().__init__()
+
+        def block(cin, cout):
+            return nn.Sequential(
+                nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+                nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+            )
+
+        w = width
+        self.enc1, self.enc2, self.enc3 = block(in_channels, w), block(w, 2 * w), block(2 * w, 4 * w)
+        self.dec2, self.dec1 = block(6 * w, 2 * w), block(3 * w, w)
+        self.pool = nn.MaxPool2d(2)
+        self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
+        self.head = nn.Conv2d(w, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] % 4 or x.shape[-2] % 4:
+            raise ValueError(f"small_unet needs height and width divisible by 4, got {tuple(x.shape[-2:])}")
+        e1 = self.enc1(x)
+        e2 = self.enc2(self.pool(e1))
+        e3 = self.enc3(self.pool(e2))
+        d2 = self.dec2(torch.cat([self.up(e3), e2], 1))
+        d1 = self.dec1(torch.cat([self.up(d2), e1], 1))
+        return self.head(d1)
 
 
 def _weights_error(name: str, exc: Exception) -> RuntimeError:
@@ -77,10 +109,10 @@ def build_task_model(name: str, num_classes: int = 9, in_channels: int = 3, weig
     if num_classes < 1 or in_channels < 1:
         raise ValueError(f"num_classes and in_channels must be >= 1, got {num_classes}, {in_channels}")
 
-    if name == "small_cnn":
+    if name in ("small_cnn", "small_unet"):
         if weights is not None:
-            raise ValueError("small_cnn has no pretrained weights; use weights=None")
-        return _SmallCNN(num_classes, in_channels)
+            raise ValueError(f"{name} has no pretrained weights; use weights=None")
+        return (_SmallCNN if name == "small_cnn" else _SmallUNet)(num_classes, in_channels)
 
     if name == "resnet18":
         from torchvision.models import ResNet18_Weights, resnet18

@@ -219,11 +219,18 @@ def _loss_fn(task: str) -> Callable:
     return DiceLoss(mode="binary", from_logits=True)
 
 
-def _batches(loader: Iterable, device) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+def _batches(loader: Iterable, device) -> Iterable[tuple[torch.Tensor, torch.Tensor, bool]]:
+    """Yield ``(inputs, target, is_raw)``: items carry a raw mosaic (``raw``) or an
+    already rendered view (``rgb``, which bypasses the data model)."""
     for batch in loader:
-        raw = batch["raw"].to(device)
+        is_raw = "raw" in batch
+        x = (batch["raw"] if is_raw else batch["rgb"]).to(device)
         target = batch["label"] if "label" in batch else batch["mask"]
-        yield raw, target.to(device)
+        yield x, target.to(device), is_raw
+
+
+def _render(data_model: nn.Module, x: torch.Tensor, is_raw: bool) -> torch.Tensor:
+    return data_model(x) if is_raw else x
 
 
 def _progress(iterable, enabled: bool, **kw):
@@ -244,8 +251,8 @@ def predict(task_model: nn.Module, data_model: nn.Module, loader: Iterable, devi
     data_model.eval()
     preds, targets = [], []
     with torch.no_grad():
-        for raw, target in _batches(loader, device):
-            rgb = data_model(raw)
+        for x, target, is_raw in _batches(loader, device):
+            rgb = _render(data_model, x, is_raw)
             if transform is not None:
                 rgb = transform(rgb)
             out = task_model(rgb)
@@ -305,12 +312,12 @@ def fit(
         task_model.train()
         data_model.train(learn_data)
         total, count = 0.0, 0
-        for raw, target in _batches(train_loader, device):
+        for x, target, is_raw in _batches(train_loader, device):
             if learn_data:
-                rgb = data_model(raw)
+                rgb = _render(data_model, x, is_raw)
             else:
                 with torch.no_grad():
-                    rgb = data_model(raw)
+                    rgb = _render(data_model, x, is_raw)
             mask = target.float() if config.task == "segmentation" else None
             if config.augment == "weak":
                 rgb, mask = weak_augment(rgb, mask, generator=gen)
@@ -321,8 +328,8 @@ def fit(
             opt.step()
             if learn_data and hasattr(data_model, "project_"):
                 data_model.project_()
-            total += float(loss.detach()) * raw.shape[0]
-            count += raw.shape[0]
+            total += float(loss.detach()) * x.shape[0]
+            count += x.shape[0]
         history.train_loss.append(total / max(count, 1))
         if val_loader is not None:
             metrics = evaluate(task_model, data_model, val_loader, config.task, num_classes, device)

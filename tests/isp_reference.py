@@ -15,13 +15,18 @@ to ours on every pixel. Menon's multi-stage filter still differs within ~10 px o
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
-from colour_demosaicing import (
-    demosaicing_CFA_Bayer_bilinear,
-    demosaicing_CFA_Bayer_Malvar2004,
-    demosaicing_CFA_Bayer_Menon2007,
-)
 from scipy import ndimage
+
+with warnings.catch_warnings():  # colour-demosaicing 0.2.x imports from scipy.ndimage.filters
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from colour_demosaicing import (
+        demosaicing_CFA_Bayer_bilinear,
+        demosaicing_CFA_Bayer_Malvar2004,
+        demosaicing_CFA_Bayer_Menon2007,
+    )
 
 DEMOSAICERS = {
     "bi": demosaicing_CFA_Bayer_bilinear,
