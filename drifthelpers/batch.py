@@ -31,6 +31,8 @@ __all__ = [
     "notebook_parameters",
     "check_parameters",
     "run_notebooks",
+    "hygiene_problems",
+    "clean_notebook",
 ]
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
@@ -288,3 +290,70 @@ def _write_summary(run_dir: Path, results: list[NotebookResult], profile: str, o
         keys = ", ".join(sorted(r.results)) or "-"
         lines.append(f"| {r.notebook} | {r.status} | {r.seconds:.1f} | {keys} |")
     (run_dir / "summary.md").write_text("\n".join(lines) + "\n")
+
+
+# --------------------------------------------------------------------------- notebook hygiene
+
+_CELL_METADATA = {"tags"}
+_NB_METADATA = {"kernelspec", "language_info"}
+MAX_NOTEBOOK_BYTES = 200_000
+
+
+def hygiene_problems(path: str | os.PathLike) -> list[str]:
+    """What keeps a committed notebook from being clean (empty list = clean).
+
+    Clean means: no execution counts; no outputs; no cell metadata but tags; notebook
+    metadata limited to kernelspec and language_info; exactly one ``parameters`` cell
+    of literals; under 200 kB. (Deterministic facts are checked by cells tagged
+    ``nbval-check`` that ``assert`` them, so a wrong fact fails the nbval run; nbval
+    itself cannot compare stored outputs without execution counts.)
+    """
+    import nbformat
+
+    path = Path(path)
+    problems = []
+    if path.stat().st_size > MAX_NOTEBOOK_BYTES:
+        problems.append(f"larger than {MAX_NOTEBOOK_BYTES // 1000} kB ({path.stat().st_size // 1000} kB)")
+    nb = nbformat.read(str(path), as_version=4)
+    try:
+        notebook_parameters(path)
+    except ParameterError as exc:
+        problems.append(str(exc))
+    tagged = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(tagged) != 1:
+        problems.append(f"{len(tagged)} cells tagged 'parameters' (exactly one expected)")
+    for i, cell in enumerate(nb.cells):
+        extra = set(cell.get("metadata", {})) - _CELL_METADATA
+        if extra:
+            problems.append(f"cell {i}: volatile metadata {sorted(extra)}")
+        if cell.cell_type != "code":
+            continue
+        if cell.get("execution_count") is not None:
+            problems.append(f"cell {i}: execution count {cell.execution_count}")
+        if cell.get("outputs"):
+            problems.append(f"cell {i}: stray outputs")
+    extra = set(nb.metadata) - _NB_METADATA
+    if extra:
+        problems.append(f"notebook metadata {sorted(extra)}")
+    return problems
+
+
+def clean_notebook(path: str | os.PathLike) -> bool:
+    """Strip execution counts, outputs and volatile metadata in place; True if changed."""
+    import nbformat
+
+    path = Path(path)
+    nb = nbformat.read(str(path), as_version=4)
+    before = nbformat.writes(nb)
+    for cell in nb.cells:
+        cell.metadata = {k: v for k, v in cell.get("metadata", {}).items() if k in _CELL_METADATA}
+        if cell.cell_type == "code":
+            cell.execution_count = None
+            cell.outputs = []
+    nb.metadata = {k: v for k, v in nb.metadata.items() if k in _NB_METADATA}
+    after = nbformat.writes(nb)
+    if after != before:
+        path.write_text(after)
+        return True
+    return False
+

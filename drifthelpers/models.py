@@ -29,15 +29,21 @@ TASK_MODELS = {
 }
 
 
+def _norm(channels: int) -> nn.Module:
+    # GroupNorm, not BatchNorm: the small models train with small batches on a CPU, where
+    # BatchNorm's running statistics make the last epoch's evaluation erratic.
+    return nn.GroupNorm(min(4, channels), channels)
+
+
 class _SmallCNN(nn.Module):
-    """Four conv blocks (conv-BN-ReLU-pool) and a linear head; ~0.1 M parameters."""
+    """Four conv blocks (conv-GroupNorm-ReLU-pool) and a linear head; ~0.1 M parameters."""
 
     def __init__(self, num_classes: int, in_channels: int = 3, width: int = 16):
         super().__init__()
         layers, c = [], in_channels
         for k in range(4):
             out = width * 2**k
-            layers += [nn.Conv2d(c, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+            layers += [nn.Conv2d(c, out, 3, padding=1, bias=False), _norm(out), nn.ReLU(inplace=True)]
             layers += [nn.MaxPool2d(2)]
             c = out
         self.features = nn.Sequential(*layers)
@@ -48,15 +54,15 @@ class _SmallCNN(nn.Module):
 
 
 class _SmallUNet(nn.Module):
-    """A three-level U-Net (conv-BN-ReLU blocks, max-pool down, bilinear up); ~0.1 M parameters."""
+    """A three-level U-Net (conv-GroupNorm-ReLU blocks, max-pool down, bilinear up); ~0.1 M parameters."""
 
     def __init__(self, num_classes: int, in_channels: int = 3, width: int = 12):
         super().__init__()
 
         def block(cin, cout):
             return nn.Sequential(
-                nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-                nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+                nn.Conv2d(cin, cout, 3, padding=1, bias=False), _norm(cout), nn.ReLU(inplace=True),
+                nn.Conv2d(cout, cout, 3, padding=1, bias=False), _norm(cout), nn.ReLU(inplace=True),
             )
 
         w = width

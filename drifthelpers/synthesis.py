@@ -81,6 +81,7 @@ class SynthesisConfig:
     severity: int = 3
     seed: int = 0
     augment: str = "weak"
+    schedule: str = "constant"
     presets: tuple = ()
 
     def __post_init__(self):
@@ -103,8 +104,8 @@ class SynthesisConfig:
 PROFILES = {
     # minutes on 2 CPU cores, on the mini data sets
     "quick": {
-        "microscopy": dict(model="small_cnn", epochs=12, batch_size=16, lr=2e-3, n_splits=2, image_size=64),
-        "drone": dict(model="small_unet", epochs=12, batch_size=8, lr=2e-3, n_splits=2, image_size=64),
+        "microscopy": dict(model="small_cnn", epochs=20, batch_size=16, lr=1e-3, n_splits=2, image_size=64),
+        "drone": dict(model="small_unet", epochs=15, batch_size=8, lr=1e-3, n_splits=2, image_size=64),
     },
     # the published sizes and hyper-parameters (GPU machine, real data)
     "paper": {
@@ -305,6 +306,8 @@ def compare_protocols(matrix: np.ndarray, corrupted: np.ndarray, presets: Sequen
 
     m = np.asarray(matrix, float)
     n = m.shape[0]
+    if n < 2:
+        raise ValueError("comparing protocols needs at least two presets (a 2x2 matrix or larger)")
     off = ~np.eye(n, dtype=bool)
     diag = np.diag(m)
     drops = drop_matrix(m)
@@ -368,7 +371,8 @@ def run_synthesis(dataset, config: SynthesisConfig, cache_dir: str | Path | bool
         c, names = corruption_table(models, views, targets, test_idx, task, num_classes, config.severity, seed=k)
         matrices.append(m)
         corr_tables.append(c)
-        comparisons.append(compare_protocols(m, c, list(config.presets)))
+        if len(config.presets) > 1:
+            comparisons.append(compare_protocols(m, c, list(config.presets)))
         if mixed:
             tc = train_config(config, "mixed", k, fingerprint)
             model, meta = train_task_model(MixedViewDataset(views, targets, train_idx), None, tc, num_classes, cache,
@@ -392,7 +396,7 @@ def run_synthesis(dataset, config: SynthesisConfig, cache_dir: str | Path | bool
         "corruption_tables": corr.tolist(),
         "corruption_mean": mean_c.tolist(),
         "comparison_per_split": comparisons,
-        "comparison": compare_protocols(mean_m, mean_c, list(config.presets)),
+        "comparison": compare_protocols(mean_m, mean_c, list(config.presets)) if len(config.presets) > 1 else {},
         "models_from_cache": cached,
     }
     if mixed:
@@ -431,7 +435,7 @@ def train_config(config: SynthesisConfig, preset: str, split: int, fingerprint: 
     """The :class:`TrainConfig` (and so the cache key) of one model of the experiment."""
     return TrainConfig(task=config.task, model=config.model, epochs=config.epochs, batch_size=config.batch_size,
                        lr=config.lr, weight_decay=config.weight_decay, seed=config.seed + split,
-                       augment=config.augment, data_model=preset,
+                       augment=config.augment, data_model=preset, schedule=config.schedule,
                        extra={"split": split, "fractions": list(config.fractions), "size": config.image_size,
                               **fingerprint})
 

@@ -155,6 +155,8 @@ class TrainConfig:
         data_model: label of the data model the task model trains on (a preset,
             ``"learned"``, ...); part of the key only.
         data_lr: learning rate of a learnable data model (0 = frozen).
+        schedule: ``"constant"`` learning rate (the paper) or ``"cosine"`` annealing to
+            zero over the epochs (steadier last-epoch models in short runs).
         extra: anything else that identifies the data (data set fingerprint,
             split seed, intensity, ...), as JSON-ready values.
     """
@@ -169,11 +171,14 @@ class TrainConfig:
     augment: str = "weak"
     data_model: str = "bi,s,ga"
     data_lr: float = 0.0
+    schedule: str = "constant"
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.task not in ("classification", "segmentation"):
             raise ValueError(f"task must be 'classification' or 'segmentation', got {self.task!r}")
+        if self.schedule not in ("constant", "cosine"):
+            raise ValueError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
         if self.augment not in ("weak", "none"):
             raise ValueError(f"augment must be 'weak' or 'none', got {self.augment!r}")
         for name in ("epochs", "batch_size"):
@@ -305,6 +310,9 @@ def fit(
     if learn_data:
         groups.append({"params": [p for p in data_model.parameters() if p.requires_grad], "lr": config.data_lr})
     opt = torch.optim.Adam(groups, weight_decay=config.weight_decay)
+    scheduler = None
+    if config.schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs)
     gen = generator if generator is not None else torch.Generator().manual_seed(config.seed)
     history = History()
     epochs = _progress(range(config.epochs), progress, desc=f"train {config.data_model}", leave=False)
@@ -330,6 +338,8 @@ def fit(
                 data_model.project_()
             total += float(loss.detach()) * x.shape[0]
             count += x.shape[0]
+        if scheduler is not None:
+            scheduler.step()
         history.train_loss.append(total / max(count, 1))
         if val_loader is not None:
             metrics = evaluate(task_model, data_model, val_loader, config.task, num_classes, device)

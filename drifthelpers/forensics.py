@@ -1,0 +1,1165 @@
+"""Drift forensics: search the data model's parameters for settings that break a frozen task model.
+
+The second drift control of the paper. The task model is frozen; the parametrized data model
+(:class:`drifthelpers.isp.ParametrizedDataModel`) is the only thing that moves. For the
+images ``x`` of a held-out split we *maximise*
+
+    J(θ) = L(task(resize(φ_θ(x))), y) − λ · d(φ_θ(x), φ_ref(x))
+
+over the parameters θ of one group of the data model (or all of them), where ``L`` is the task
+loss (cross-entropy), ``φ_ref`` the reference data model (the static ``bi,s,ga`` view the task
+model was trained on) and ``d`` a dissimilarity of the full-resolution sRGB images: the mean
+squared RGB difference (``"mse"``, the paper's penalty) or ``1 − SSIM`` (``"ssim"``). Both are
+0 at the reference and grow as the image moves away, so the penalty is *subtracted*: a large λ
+keeps the search near the reference. (The public code added the SSIM term with the wrong sign,
+which rewarded moving away.) Every Adam step is followed by the data model's ``project_()``,
+so every evaluated configuration is physically meaningful (gains > 0, gamma ≥ 1, kernels that
+sum to 1, ...).
+
+The search is deterministic (it starts at the reference and uses no randomness), counts every
+task-model evaluation, stops early when the objective stalls, and returns the best
+configuration it evaluated (the reference itself is evaluation 1, so a huge λ returns the
+reference exactly). A random-search baseline spends the same number of evaluations on random
+configurations in the same bounded space.
+
+The *operating envelope* answers the practical question "how far may each stage drift before
+the model suffers?": one parameter (or one 1-D path through a kernel or matrix) at a time,
+others at the reference, the contiguous range around the reference value in which the metric
+stays within a tolerance of the reference metric. It is written as a JSON specification and
+printed as a table (``python -m drifthelpers forensics``, see :func:`cli_main`).
+
+Example:
+    >>> problem = ForensicsProblem(data_model, task_model, raw, labels, image_size=64)  # doctest: +SKIP
+    >>> result = gradient_search(problem, "black_level", lam=100.0, steps=20)          # doctest: +SKIP
+    >>> result.metric, problem.reference_metric                                        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "GROUPS",
+    "ForensicsProblem",
+    "SearchResult",
+    "dissimilarity",
+    "gradient_search",
+    "random_search",
+    "lambda_sweep",
+    "compare_search",
+    "best_so_far",
+    "harm_vs_change",
+    "most_harmful",
+    "EnvelopeAxis",
+    "envelope_axes",
+    "operating_envelope",
+    "envelope_table",
+    "save_json",
+    "plot_lambda_curves",
+    "plot_search_budget",
+    "plot_harm_vs_change",
+    "plot_envelope",
+    "add_arguments",
+    "run_cli",
+    "cli_main",
+]
+
+#: The parameter groups of the data model searched one at a time (the paper's figure order).
+GROUPS: tuple[str, ...] = ("black_level", "white_balance", "colour_matrix", "gamma", "sharpen", "denoise")
+ALL = "all"
+
+State = dict  # parameter name -> tensor copy
+
+
+# --------------------------------------------------------------------------- the frozen pipeline
+
+
+def _resize(x: Tensor, size: int, mask: bool = False) -> Tensor:
+    from .synthesis import resize_image
+
+    return resize_image(x, size, mask=mask)
+
+
+def _snapshot(data_model: nn.Module) -> State:
+    return {name: p.detach().clone() for name, (p,) in data_model.param_groups().items()}
+
+
+@torch.no_grad()
+def _load(data_model: nn.Module, state: State) -> None:
+    for name, (p,) in data_model.param_groups().items():
+        p.copy_(state[name])
+
+
+def dissimilarity(rgb: Tensor, rgb_ref: Tensor, kind: str = "mse") -> Tensor:
+    """How far images are from their reference: 0 when equal, growing as they diverge.
+
+    Args:
+        rgb: images, shape (B, 3, H, W), values in [0, 1].
+        rgb_ref: reference images, same shape.
+        kind: ``"mse"`` (mean squared RGB difference over all pixels and channels) or
+            ``"ssim"`` (``1 − mean SSIM``, 11x11 Gaussian window, via :func:`kornia.metrics.ssim`;
+            in [0, 2], 0 for identical images). Both are *dissimilarities*, to be subtracted
+            from the objective with a positive λ.
+
+    Returns:
+        A scalar tensor (differentiable w.r.t. ``rgb``).
+
+    Example:
+        >>> x = torch.rand(1, 3, 16, 16)
+        >>> float(dissimilarity(x, x)), float(dissimilarity(x, x, "ssim")) < 1e-5
+        (0.0, True)
+    """
+    if rgb.shape != rgb_ref.shape or rgb.ndim != 4:
+        raise ValueError(f"rgb and rgb_ref must both have shape (B, 3, H, W), got {tuple(rgb.shape)}, "
+                         f"{tuple(rgb_ref.shape)}")
+    if kind == "mse":
+        return (rgb - rgb_ref).square().mean()
+    if kind == "ssim":
+        import kornia
+
+        window = min(11, rgb.shape[-1] // 2 * 2 - 1, rgb.shape[-2] // 2 * 2 - 1)
+        return 1.0 - kornia.metrics.ssim(rgb, rgb_ref, window_size=window).mean()
+    raise ValueError(f"distance must be 'mse' or 'ssim', got {kind!r}")
+
+
+class ForensicsProblem:
+    """The frozen pipeline ``raw → data model → resize → task model`` and the images it is probed on.
+
+    Args:
+        data_model: a :class:`~drifthelpers.isp.ParametrizedDataModel`; it is reset to its
+            reference (initial) values, which define ``φ_ref``.
+        task_model: the trained task model; put in eval mode and frozen (BatchNorm statistics
+            are the trained ones).
+        raw: raw mosaics (N, 1, H, W) in DN (the whole split, one batch).
+        targets: class indices (N,) for classification, or masks (N, 1, H, W) for segmentation.
+        image_size: side the task model expects (views are area-resized, as in training); 0 = as is.
+        task: ``"classification"`` (cross-entropy, accuracy) or ``"segmentation"``
+            (binary cross-entropy on mask logits, IoU).
+        fast: render with the demosaiced reference cached (see :meth:`render`); checked
+            against the data model's own forward at construction and dropped if they differ.
+
+    Attributes:
+        metric_name: ``"accuracy"`` or ``"iou"``.
+        reference_metric, reference_loss: the task model's score on the reference view.
+        evaluations: task-model forward passes made through this problem so far.
+    """
+
+    def __init__(self, data_model: nn.Module, task_model: nn.Module, raw: Tensor, targets: Tensor,
+                 image_size: int = 0, task: str = "classification", fast: bool = True):
+        if task not in ("classification", "segmentation"):
+            raise ValueError(f"task must be 'classification' or 'segmentation', got {task!r}")
+        if raw.ndim != 4 or raw.shape[1] != 1:
+            raise ValueError(f"raw must have shape (N, 1, H, W), got {tuple(raw.shape)}")
+        if len(targets) != len(raw):
+            raise ValueError(f"{len(raw)} raw images but {len(targets)} targets")
+        if not hasattr(data_model, "project_") or not hasattr(data_model, "param_groups"):
+            raise TypeError("data_model must be a ParametrizedDataModel (with param_groups() and project_())")
+        self.data_model = data_model.eval()
+        self.task_model = task_model.eval().requires_grad_(False)
+        self.raw = raw
+        self.task = task
+        self.image_size = int(image_size)
+        if task == "segmentation":
+            targets = _resize(targets.float(), self.image_size, mask=True)
+        self.targets = targets
+        self.metric_name = "accuracy" if task == "classification" else "iou"
+        self.evaluations = 0
+        data_model.reset_parameters()
+        self.reference_state = _snapshot(data_model)
+        self._cam_ref = self._site_parts = self._site_ones = None
+        if fast:
+            self._prepare_fast()
+        with torch.no_grad():
+            self.rgb_ref = self.render()
+        ref = self.evaluate()
+        self.reference_metric, self.reference_loss = ref["metric"], ref["loss"]
+
+    # -- rendering
+
+    @torch.no_grad()
+    def _prepare_fast(self) -> None:
+        """Cache what the searched parameters cannot change: the demosaiced mosaic.
+
+        Demosaicing comes before every searched stage but the black level, so it is computed
+        once. The black level enters through ``(raw - b_s) / (w - b_s)`` per CFA position s,
+        and a *linear* demosaicer D (bilinear, Malvar) gives
+        ``D(x) = sum_s (D(m_s * raw / w) - b_s D(m_s)) / (1 - b_s)`` with m_s the position masks
+        and b_s the black level as a fraction of w: four cached terms, exact for any black level.
+        """
+        from . import isp
+
+        dm = self.data_model
+        h, w = self.raw.shape[-2:]
+        if getattr(dm, "demosaic", None) is not None or h % 2 or w % 2:
+            return  # learned demosaic kernels, or an odd crop: use the data model's forward
+        white = float(dm.white_level)
+        black_dn = self.reference_state["black_level"].double() * white
+        x = isp.subtract_black_level(self.raw, black_dn.to(self.raw.dtype), torch.tensor(white, dtype=self.raw.dtype))
+        self._cam_ref = isp.demosaic(x, dm.cfa, dm.demosaic_method)
+        if dm.demosaic_method in ("bi", "ma"):
+            parts, ones = [], []
+            for py, px in ((0, 0), (0, 1), (1, 0), (1, 1)):  # TL, TR, BL, BR like the black level
+                mask = torch.zeros(1, 1, h, w, dtype=self.raw.dtype)
+                mask[..., py::2, px::2] = 1.0
+                parts.append(isp.demosaic(self.raw * mask / white, dm.cfa, dm.demosaic_method))
+                ones.append(isp.demosaic(mask, dm.cfa, dm.demosaic_method))
+            self._site_parts, self._site_ones = torch.stack(parts), torch.stack(ones)
+        # the cached path must agree with the data model's forward, at the reference and off it
+        probe = {**self.reference_state}
+        probe["black_level"] = probe["black_level"] + torch.tensor([0.01, 0.02, 0.0, 0.03]).to(probe["black_level"])
+        for state in (self.reference_state, probe):
+            _load(dm, state)
+            err = float((self.render() - dm(self.raw)).abs().max())
+            if err > 1e-4:
+                import warnings
+
+                warnings.warn(f"cached rendering differs from the data model by {err:.2g}; using the full forward")
+                self._cam_ref = self._site_parts = self._site_ones = None
+                break
+        _load(dm, self.reference_state)
+
+    def render(self) -> Tensor:
+        """The data model's sRGB output (N, 3, H, W) for the current parameters (differentiable).
+
+        Equal to ``data_model(raw)`` (to float rounding); uses the cached demosaic when possible.
+        """
+        from . import isp
+
+        dm = self.data_model
+        if self._cam_ref is None:
+            return dm(self.raw)
+        bl = dm.black_level
+        if bl.requires_grad or not torch.equal(bl.detach(), self.reference_state["black_level"]):
+            if self._site_parts is None:
+                return dm(self.raw)
+            b = bl.to(self.raw.dtype).reshape(4, 1, 1, 1, 1)
+            cam = ((self._site_parts - b * self._site_ones) / (1.0 - b)).sum(0)
+        else:
+            cam = self._cam_ref
+        dtype = cam.dtype
+        lin = isp.colour_correct(cam, dm.colour_matrix.to(dtype) * dm.white_balance.to(dtype).unsqueeze(-2))
+        out = isp.luma_filter(isp.luma_filter(lin, dm.sharpen.to(dtype)), dm.denoise.to(dtype))
+        return isp.gamma_encode(out, dm.gamma.to(dtype))
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """The searchable groups of this data model, in :data:`GROUPS` order."""
+        known = self.data_model.param_groups()
+        return tuple(g for g in GROUPS if g in known) + tuple(g for g in known if g not in GROUPS)
+
+    def reset(self) -> None:
+        """Put the data model back at its reference values."""
+        _load(self.data_model, self.reference_state)
+
+    def set_state(self, state: State) -> None:
+        """Load a configuration (e.g. ``SearchResult.state``) into the data model."""
+        _load(self.data_model, state)
+
+    def loss_and_metric(self, rgb: Tensor) -> tuple[Tensor, float]:
+        """Task loss (differentiable) and metric of rendered images; counts one evaluation."""
+        self.evaluations += 1
+        out = self.task_model(_resize(rgb, self.image_size))
+        if self.task == "classification":
+            loss = F.cross_entropy(out, self.targets)
+            metric = float((out.detach().argmax(1) == self.targets).float().mean())
+        else:
+            loss = F.binary_cross_entropy_with_logits(out, self.targets)
+            from .training import iou
+
+            metric = iou(out.detach() > 0, self.targets > 0.5)
+        return loss, metric
+
+    @torch.no_grad()
+    def evaluate(self, state: State | None = None, distance: str = "mse") -> dict:
+        """Loss, metric and image change of the current (or a given) configuration.
+
+        Returns:
+            ``{"loss", "metric", "mse", "rms", "distance"}`` (``rms`` = sqrt(mse), in sRGB units).
+        """
+        if state is not None:
+            _load(self.data_model, state)
+        rgb = self.render()
+        loss, metric = self.loss_and_metric(rgb)
+        mse = float(dissimilarity(rgb, self.rgb_ref, "mse"))
+        d = mse if distance == "mse" else float(dissimilarity(rgb, self.rgb_ref, distance))
+        return {"loss": float(loss), "metric": metric, "mse": mse, "rms": math.sqrt(mse), "distance": d}
+
+
+def _check_groups(problem: ForensicsProblem, groups) -> tuple[str, ...]:
+    if isinstance(groups, str):
+        groups = problem.groups if groups == ALL else (groups,)
+    groups = tuple(groups)
+    unknown = [g for g in groups if g not in problem.groups]
+    if unknown or not groups:
+        raise ValueError(f"groups must be among {list(problem.groups)} or 'all', got {list(groups) or 'nothing'}")
+    return groups
+
+
+def _label(groups: tuple[str, ...], problem: ForensicsProblem) -> str:
+    return ALL if set(groups) == set(problem.groups) and len(groups) > 1 else "+".join(groups)
+
+
+def _bound_width(data_model: nn.Module, group: str) -> float:
+    b = data_model.bounds()[group]
+    return float(b["upper"] - b["lower"])
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class SearchResult:
+    """The outcome of one search.
+
+    Attributes:
+        method: ``"gradient"`` or ``"random"``.
+        groups: the parameter groups that could move; ``label`` names them (``"all"`` for every group).
+        lam, distance: penalty weight and dissimilarity.
+        state: the best configuration evaluated (parameter tensors), the one reported.
+        metric, loss, mse, rms, dissimilarity, objective: its scores (``dissimilarity`` in the
+            chosen ``distance``; ``mse``/``rms`` always).
+        reference_metric: the metric at the reference configuration.
+        evaluations: task-model evaluations spent.
+        trace: one dict per evaluation (``objective, loss, metric, mse``), in order.
+        stopped_early: the objective stalled before the budget was spent.
+        seconds: wall time.
+    """
+
+    method: str
+    groups: tuple[str, ...]
+    label: str
+    lam: float
+    distance: str
+    state: State
+    metric: float
+    loss: float
+    mse: float
+    rms: float
+    dissimilarity: float
+    objective: float
+    reference_metric: float
+    evaluations: int
+    trace: list = field(default_factory=list)
+    stopped_early: bool = False
+    seconds: float = 0.0
+
+    @property
+    def drop(self) -> float:
+        """Reference metric minus the metric reached (positive = harm)."""
+        return self.reference_metric - self.metric
+
+    def params(self) -> dict:
+        """The moved groups' values as plain lists."""
+        return {g: self.state[g].tolist() for g in self.groups}
+
+    def to_dict(self, trace: bool = False) -> dict:
+        out = {k: getattr(self, k) for k in ("method", "label", "lam", "distance", "metric", "loss", "mse", "rms",
+                                              "dissimilarity", "objective", "reference_metric", "evaluations",
+                                              "stopped_early", "seconds")}
+        out.update(groups=list(self.groups), drop=self.drop, params=self.params())
+        if trace:
+            out["trace"] = self.trace
+        return out
+
+
+def _finish(problem, method, groups, lam, distance, best_state, best_index, evaluations, trace, stopped, t0):
+    """Package the best configuration; its scores come from the trace (no extra evaluation)."""
+    best = trace[best_index]
+    problem.reset()
+    return SearchResult(method=method, groups=groups, label=_label(groups, problem), lam=float(lam),
+                        distance=distance, state=best_state, metric=best["metric"], loss=best["loss"],
+                        mse=best["mse"], rms=math.sqrt(best["mse"]), dissimilarity=best["distance"],
+                        objective=best["objective"], reference_metric=problem.reference_metric,
+                        evaluations=evaluations, trace=trace, stopped_early=stopped, seconds=time.perf_counter() - t0)
+
+
+# --------------------------------------------------------------------------- the searches
+
+
+@torch.no_grad()
+def _tangent_grad_(dm: nn.Module, groups) -> None:
+    """Remove from the gradients the component that the sum constraints would project away.
+
+    Kernels that must sum to 1 (and colour-matrix rows that keep their sums) can only move
+    along directions with zero sum. Adam normalises each coordinate, so a gradient whose
+    entries share one sign (typical: "make it all brighter") becomes a uniform step that the
+    projection cancels exactly, and the group never moves. Projecting the gradient onto the
+    constraint's tangent space first (subtracting its mean per kernel / per row) fixes this;
+    ``project_()`` still enforces the box bounds after the step.
+    """
+    bounds = dm.bounds()
+    for g in groups:
+        (p,) = dm.param_groups()[g]
+        if p.grad is None:
+            continue
+        b = bounds.get(g, {})
+        if "row_sums" in b:
+            p.grad.sub_(p.grad.mean(dim=-1, keepdim=True))
+        elif "sum" in b:
+            if b.get("per") == "kernel":
+                flat = p.grad.reshape(p.shape[0], -1)
+                p.grad.copy_((flat - flat.mean(dim=1, keepdim=True)).reshape(p.shape))
+            else:
+                p.grad.sub_(p.grad.mean())
+
+
+def gradient_search(problem: ForensicsProblem, groups: str | Sequence[str] = ALL, lam: float = 0.0,
+                    steps: int = 30, step_fraction: float = 0.01, distance: str = "mse", patience: int = 6,
+                    min_delta: float = 1e-3) -> SearchResult:
+    """Bounded gradient ascent of ``task loss − λ·d(φ(x), φ_ref(x))`` over some parameter groups.
+
+    Adam, one learning rate per group equal to ``step_fraction`` times the width of the group's
+    bounds (so every group moves a comparable fraction of its physical range per step), the
+    gradient of sum-constrained groups (kernels, colour-matrix rows) restricted to the
+    constraint's tangent space, and ``project_()`` after every step. Starts at the reference.
+
+    Args:
+        problem: the frozen pipeline and its images.
+        groups: a group name, a list of names, or ``"all"``.
+        lam: penalty weight λ ≥ 0 (``float("inf")`` is not allowed; use e.g. 1e6).
+        steps: budget of task-model evaluations (the first is the reference; one Adam step
+            follows every evaluation but the last).
+        step_fraction: Adam step size as a fraction of each group's bound width.
+        distance: ``"mse"`` or ``"ssim"`` (see :func:`dissimilarity`).
+        patience, min_delta: stop when the best objective has not improved by more than
+            ``min_delta`` for ``patience`` consecutive evaluations.
+
+    Returns:
+        A :class:`SearchResult` with the best configuration evaluated. The data model is left
+        at its reference.
+    """
+    groups = _check_groups(problem, groups)
+    if not (lam >= 0 and math.isfinite(lam)):
+        raise ValueError(f"lam must be finite and >= 0, got {lam}")
+    if steps < 1 or step_fraction <= 0:
+        raise ValueError(f"steps must be >= 1 and step_fraction > 0, got {steps}, {step_fraction}")
+    dm = problem.data_model
+    t0 = time.perf_counter()
+    problem.reset()
+    was = {name: p.requires_grad for name, (p,) in dm.param_groups().items()}
+    dm.freeze_all_but(*groups)
+    opt = torch.optim.Adam([{"params": dm.param_groups()[g], "lr": step_fraction * _bound_width(dm, g)}
+                            for g in groups])
+    best_obj, best_state, best_index, trace, stalled, stopped = -math.inf, None, 0, [], 0, False
+    try:
+        for k in range(steps):
+            rgb = problem.render()
+            loss, metric = problem.loss_and_metric(rgb)
+            d = dissimilarity(rgb, problem.rgb_ref, distance)
+            objective = loss - lam * d
+            obj = float(objective.detach())
+            mse = float(d.detach()) if distance == "mse" else float(dissimilarity(rgb.detach(), problem.rgb_ref, "mse"))
+            trace.append({"objective": obj, "loss": float(loss.detach()), "metric": metric, "mse": mse,
+                          "distance": float(d.detach())})
+            if obj > best_obj + min_delta or best_state is None:
+                stalled = 0
+            else:
+                stalled += 1
+            if obj > best_obj or best_state is None:
+                best_obj, best_state, best_index = obj, _snapshot(dm), k
+            if k == steps - 1:
+                break
+            if stalled >= patience:
+                stopped = True
+                break
+            opt.zero_grad(set_to_none=True)
+            (-objective).backward()
+            _tangent_grad_(dm, groups)
+            opt.step()
+            dm.project_()
+    finally:
+        for name, (p,) in dm.param_groups().items():
+            p.requires_grad_(was[name])
+    return _finish(problem, "gradient", groups, lam, distance, best_state, best_index, len(trace), trace, stopped, t0)
+
+
+@torch.no_grad()
+def _random_candidate(dm: nn.Module, reference: State, groups, generator: torch.Generator,
+                      min_scale: float) -> None:
+    """Reference + a random offset of random size (log-uniform fraction of the bound widths), projected."""
+    u = torch.rand((), generator=generator, dtype=torch.float64)
+    scale = float(min_scale ** (1.0 - u))  # log-uniform in [min_scale, 1]
+    for g in groups:
+        (p,) = dm.param_groups()[g]
+        width = _bound_width(dm, g)
+        offset = (torch.rand(p.shape, generator=generator, dtype=torch.float64) * 2 - 1) * (scale * width / 2)
+        p.copy_(reference[g] + offset.to(p))
+    dm.project_()
+
+
+def random_search(problem: ForensicsProblem, groups: str | Sequence[str] = ALL, lam: float = 0.0,
+                  evaluations: int = 30, distance: str = "mse", seed: int = 0,
+                  min_scale: float = 1e-3) -> SearchResult:
+    """The baseline: the same objective, maximised by sampling random bounded configurations.
+
+    Evaluation 1 is the reference (like the gradient search); each further evaluation is the
+    reference plus a uniform random offset per parameter whose size is a log-uniform fraction
+    in [``min_scale``, 1] of half the bound width (so both small and large changes are tried),
+    projected onto the bounds with ``project_()``. Exactly ``evaluations`` task-model
+    evaluations; deterministic for a seed.
+    """
+    groups = _check_groups(problem, groups)
+    if evaluations < 1 or not 0 < min_scale <= 1:
+        raise ValueError(f"evaluations must be >= 1 and min_scale in (0, 1], got {evaluations}, {min_scale}")
+    if not (lam >= 0 and math.isfinite(lam)):
+        raise ValueError(f"lam must be finite and >= 0, got {lam}")
+    dm = problem.data_model
+    t0 = time.perf_counter()
+    gen = torch.Generator().manual_seed(int(seed))
+    best_obj, best_state, best_index, trace = -math.inf, None, 0, []
+    with torch.no_grad():
+        for k in range(evaluations):
+            problem.reset()
+            if k:
+                _random_candidate(dm, problem.reference_state, groups, gen, min_scale)
+            rgb = problem.render()
+            loss, metric = problem.loss_and_metric(rgb)
+            d = float(dissimilarity(rgb, problem.rgb_ref, distance))
+            mse = d if distance == "mse" else float(dissimilarity(rgb, problem.rgb_ref, "mse"))
+            obj = float(loss) - lam * d
+            trace.append({"objective": obj, "loss": float(loss), "metric": metric, "mse": mse, "distance": d})
+            if obj > best_obj:
+                best_obj, best_state, best_index = obj, _snapshot(dm), k
+    return _finish(problem, "random", groups, lam, distance, best_state, best_index, evaluations, trace, False, t0)
+
+
+def lambda_sweep(problem: ForensicsProblem, lambdas: Sequence[float], groups: Sequence[str] | None = None,
+                 progress: bool = False, **search_kw) -> list[SearchResult]:
+    """:func:`gradient_search` for every group (and ``"all"``) and every λ.
+
+    Args:
+        groups: labels to search, each a group name or ``"all"``; default every group, then ``"all"``.
+        search_kw: passed to :func:`gradient_search` (steps, step_fraction, distance, ...).
+
+    Returns:
+        One result per (group, λ), groups outer.
+    """
+    labels = list(groups) if groups is not None else [*problem.groups, ALL]
+    jobs = [(g, lam) for g in labels for lam in lambdas]
+    if progress:
+        from tqdm.auto import tqdm
+
+        jobs = tqdm(jobs, desc="λ sweep", leave=False)
+    return [gradient_search(problem, g, lam=float(lam), **search_kw) for g, lam in jobs]
+
+
+def best_so_far(result: SearchResult) -> tuple[np.ndarray, np.ndarray]:
+    """Per evaluation: the metric of the best-objective configuration found up to then.
+
+    Returns:
+        ``(evaluations 1..n, metric)``. For a gradient search that stopped early the curve is
+        held flat to its budget by :func:`compare_search`.
+    """
+    best, metric, out = -math.inf, None, []
+    for row in result.trace:
+        if row["objective"] > best:
+            best, metric = row["objective"], row["metric"]
+        out.append(metric)
+    return np.arange(1, len(out) + 1), np.array(out)
+
+
+def compare_search(problem: ForensicsProblem, groups: str | Sequence[str] = ALL, lam: float = 0.0,
+                   evaluations: int = 30, seeds: Sequence[int] = (0,), **search_kw) -> dict:
+    """Gradient search against random search with the same budget of task-model evaluations.
+
+    Returns:
+        JSON-ready dict: ``evaluations`` (1..n), ``gradient`` (best-so-far metric per
+        evaluation), ``random`` (mean over seeds) and ``random_runs``, the final drops, the
+        evaluations each method needed to reach the random search's final drop, and timings.
+    """
+    grad = gradient_search(problem, groups, lam=lam, steps=evaluations, **search_kw)
+    _, g_curve = best_so_far(grad)
+    g_curve = np.concatenate([g_curve, np.full(evaluations - len(g_curve), g_curve[-1])])
+    distance = search_kw.get("distance", "mse")
+    rand = [random_search(problem, groups, lam=lam, evaluations=evaluations, distance=distance, seed=s)
+            for s in seeds]
+    r_curves = np.stack([best_so_far(r)[1] for r in rand])
+    r_mean = r_curves.mean(0)
+    ref = problem.reference_metric
+
+    def reach(curve, target):
+        hit = np.flatnonzero(ref - curve >= target - 1e-9)
+        return int(hit[0]) + 1 if len(hit) else None
+
+    return {
+        "label": grad.label, "lam": float(lam), "metric_name": problem.metric_name, "reference_metric": ref,
+        "evaluations": list(range(1, evaluations + 1)),
+        "gradient": g_curve.tolist(), "random": r_mean.tolist(), "random_runs": r_curves.tolist(),
+        "gradient_drop": float(ref - g_curve[-1]), "random_drop": float(ref - r_mean[-1]),
+        "gradient_evaluations_used": grad.evaluations, "gradient_stopped_early": grad.stopped_early,
+        "gradient_evals_to_random_drop": reach(g_curve, ref - r_mean[-1]),
+        "gradient_rms": grad.rms, "random_rms": float(np.mean([r.rms for r in rand])),
+        "gradient_seconds": grad.seconds, "random_seconds": float(np.mean([r.seconds for r in rand])),
+        "random_trace": [r.trace for r in rand],
+    }
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+def _spearman(x, y) -> float:
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(x, y).statistic)
+
+
+def harm_vs_change(results: Sequence[SearchResult], random_traces: Sequence[list] = (),
+                   reference_metric: float | None = None) -> dict:
+    """Does a larger image change mean a larger drop? Points and rank correlations.
+
+    Args:
+        results: search results (their best configurations).
+        random_traces: traces of random searches (every random candidate is one point).
+
+    Returns:
+        ``{"gradient": {"rms", "drop", "label", "lam", "spearman"}, "random": {"rms", "drop", "spearman"}}``.
+    """
+    ref = reference_metric if reference_metric is not None else (results[0].reference_metric if results else 0.0)
+    g_rms = [r.rms for r in results]
+    g_drop = [r.drop for r in results]
+    r_rms = [math.sqrt(row["mse"]) for tr in random_traces for row in tr]
+    r_drop = [ref - row["metric"] for tr in random_traces for row in tr]
+    return {
+        "gradient": {"rms": g_rms, "drop": g_drop, "label": [r.label for r in results], "lam": [r.lam for r in results],
+                     "spearman": _spearman(g_rms, g_drop)},
+        "random": {"rms": r_rms, "drop": r_drop, "spearman": _spearman(r_rms, r_drop)},
+    }
+
+
+def most_harmful(results: Sequence[SearchResult]) -> dict[str, SearchResult]:
+    """Per group label, the result with the lowest metric (ties: the smaller image change)."""
+    out: dict[str, SearchResult] = {}
+    for r in results:
+        cur = out.get(r.label)
+        if cur is None or (r.metric, r.rms) < (cur.metric, cur.rms):
+            out[r.label] = r
+    return out
+
+
+# --------------------------------------------------------------------------- the operating envelope
+
+
+@dataclass
+class EnvelopeAxis:
+    """One direction in which the data model may drift, as a scalar value.
+
+    Attributes:
+        name: e.g. ``"gamma"``, ``"wb_gain_r"``, ``"path:denoise"``.
+        group: the data-model group it changes.
+        meaning, unit: what the value is (written into the specification).
+        reference: the value at the reference data model.
+        lower, upper: the range swept (inside the physical bounds).
+        apply: ``apply(data_model, value)`` sets the group's parameters for a value (others
+            stay at the reference); :func:`operating_envelope` projects afterwards.
+        scale: optional factor to report the value in a second unit (black level in DN).
+    """
+
+    name: str
+    group: str
+    meaning: str
+    unit: str
+    reference: float
+    lower: float
+    upper: float
+    apply: Callable[[nn.Module, float], None]
+    scale: tuple[str, float] | None = None
+
+
+def _gaussian5(sigma: float, like: Tensor) -> Tensor:
+    r = torch.arange(-2, 3, dtype=torch.float64)
+    g = torch.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * max(sigma, 1e-3) ** 2))
+    return (g / g.sum()).to(like)
+
+
+def envelope_axes(data_model: nn.Module, harmful: dict[str, State] | None = None) -> list[EnvelopeAxis]:
+    """The default axes of the operating envelope, and paths toward harmful settings.
+
+    Scalar axes (others at the reference): ``black_level`` (a common shift of the four sites,
+    as a fraction of the white level), ``wb_gain_r/g/b``, ``gamma``; 1-D families for the
+    matrices and kernels: ``ccm_strength`` s in ``D + s·(M − D)`` with D the diagonal of the
+    row sums (0 = no colour correction, 1 = reference), ``sharpen_amount`` a in
+    ``δ + a·(K − δ)`` (0 = no sharpening), ``denoise_sigma`` (σ of the 5x5 Gaussian, 0.5 =
+    reference). With ``harmful`` (group → configuration, e.g. the most harmful found by a
+    search) also ``path:<group>``: t in ``θ_ref + t·(θ_harmful − θ_ref)``, t ∈ [0, 1].
+    """
+    ref = _snapshot(data_model)
+    bounds = data_model.bounds()
+    axes: list[EnvelopeAxis] = []
+
+    bl = ref["black_level"].double()
+    b_lo, b_hi = bounds["black_level"]["lower"], bounds["black_level"]["upper"]
+    mean_bl = float(bl.mean())
+
+    def set_black(dm, v, bl=bl, mean_bl=mean_bl):
+        dm.black_level.copy_((bl + (v - mean_bl)).to(dm.black_level))
+
+    axes.append(EnvelopeAxis("black_level", "black_level", "black level (common shift of the 4 CFA sites)",
+                             "fraction of white level", mean_bl, b_lo + mean_bl - float(bl.min()),
+                             b_hi - (float(bl.max()) - mean_bl), set_black,
+                             scale=("DN", float(data_model.white_level))))
+    wb = ref["white_balance"]
+    w_lo, w_hi = bounds["white_balance"]["lower"], bounds["white_balance"]["upper"]
+    for i, c in enumerate("rgb"):
+        def set_gain(dm, v, i=i):
+            dm.white_balance[i] = v
+
+        axes.append(EnvelopeAxis(f"wb_gain_{c}", "white_balance", f"white-balance gain of the {'RGB'[i]} channel",
+                                 "gain", float(wb[i]), w_lo, w_hi, set_gain))
+
+    m = ref["colour_matrix"].double()
+    d = torch.diag(m.sum(1))
+    dev = m - d
+    c_lo, c_hi = bounds["colour_matrix"]["lower"], bounds["colour_matrix"]["upper"]
+    s_max = 4.0
+    for s_try in np.linspace(4.0, 1.0, 61):
+        if float((d + s_try * dev).min()) >= c_lo and float((d + s_try * dev).max()) <= c_hi:
+            s_max = float(s_try)
+            break
+
+    def set_ccm(dm, v, d=d, dev=dev):
+        dm.colour_matrix.copy_((d + v * dev).to(dm.colour_matrix))
+
+    axes.append(EnvelopeAxis("ccm_strength", "colour_matrix", "colour-correction strength s in D + s(M - D)",
+                             "x reference", 1.0, 0.0, s_max, set_ccm))
+
+    k = ref["sharpen"].double()
+    delta = torch.zeros(3, 3, dtype=torch.float64)
+    delta[1, 1] = 1.0
+    kd = k - delta
+    k_lo, k_hi = bounds["sharpen"]["lower"], bounds["sharpen"]["upper"]
+    a_max = min([(k_hi - float(delta[i, j])) / float(kd[i, j]) if kd[i, j] > 0 else
+                 (k_lo - float(delta[i, j])) / float(kd[i, j]) for i in range(3) for j in range(3) if kd[i, j] != 0]
+                or [4.0])
+
+    def set_sharpen(dm, v, delta=delta, kd=kd):
+        dm.sharpen.copy_((delta + v * kd).to(dm.sharpen))
+
+    axes.append(EnvelopeAxis("sharpen_amount", "sharpen", "sharpening amount a in delta + a(K - delta)",
+                             "x reference", 1.0, 0.0, float(min(a_max, 4.0)), set_sharpen))
+
+    def set_sigma(dm, v):
+        dm.denoise.copy_(_gaussian5(v, dm.denoise))
+
+    axes.append(EnvelopeAxis("denoise_sigma", "denoise", "sigma of the 5x5 Gaussian denoising kernel", "pixels",
+                             0.5, 0.05, 3.0, set_sigma))
+    g_lo, g_hi = bounds["gamma"]["lower"], bounds["gamma"]["upper"]
+
+    def set_gamma(dm, v):
+        dm.gamma.fill_(v)
+
+    axes.append(EnvelopeAxis("gamma", "gamma", "gamma of the encoding x^(1/gamma)", "", float(ref["gamma"]),
+                             g_lo, g_hi, set_gamma))
+
+    for group, state in (harmful or {}).items():
+        if group not in ref:
+            continue
+        start, end = ref[group].double(), state[group].double()
+        if torch.equal(start, end):
+            continue
+
+        def set_path(dm, t, group=group, start=start, end=end):
+            p = getattr(dm, group)
+            p.copy_((start + t * (end - start)).to(p))
+
+        axes.append(EnvelopeAxis(f"path:{group}", group, f"fraction of the way to the most harmful {group} found",
+                                 "fraction", 0.0, 0.0, 1.0, set_path))
+    return axes
+
+
+def _sweep_side(problem, axis, floor, distance_max, sign, points, refine, min_fraction):
+    """Walk away from the reference on one side; return (edge value, failed, evaluated points)."""
+    dm = problem.data_model
+    seen = []
+
+    def ok_at(v):
+        problem.reset()
+        with torch.no_grad():
+            axis.apply(dm, v)
+            dm.project_()
+        metric = problem.evaluate()["metric"]
+        seen.append((v, metric))
+        return metric >= floor
+
+    if distance_max <= 0:
+        return axis.reference, False, seen
+    fractions = np.geomspace(min_fraction, 1.0, points)
+    last_ok, first_bad = 0.0, None
+    for f in fractions:
+        if ok_at(axis.reference + sign * f * distance_max):
+            last_ok = f
+        else:
+            first_bad = f
+            break
+    if first_bad is None:
+        return axis.reference + sign * distance_max, False, seen
+    for _ in range(refine):
+        mid = 0.5 * (last_ok + first_bad)
+        if ok_at(axis.reference + sign * mid * distance_max):
+            last_ok = mid
+        else:
+            first_bad = mid
+    return axis.reference + sign * last_ok * distance_max, True, seen
+
+
+def operating_envelope(problem: ForensicsProblem, tolerance: float = 0.05, axes: Sequence[EnvelopeAxis] | None = None,
+                       points: int = 8, refine: int = 4, min_fraction: float = 1e-2, progress: bool = False) -> dict:
+    """The safe operating envelope: per axis, the range where the metric stays within tolerance.
+
+    For each axis (default :func:`envelope_axes`), the value moves away from the reference on
+    each side along a geometric grid of ``points`` fractions (from ``min_fraction`` to 1) of the
+    distance to the end of its range, stops at the first value whose metric falls below
+    ``reference_metric − tolerance`` and bisects ``refine`` times between the last safe and the
+    first unsafe value. The reported edge is the last *safe* value: the contiguous interval
+    around the reference within which every tested value kept the metric (dips narrower than
+    the grid can be missed). One axis at a time, all others at the reference; joint drift of
+    several stages is not covered.
+
+    Returns:
+        A JSON-ready specification: ``{"metric", "reference_metric", "tolerance", "floor",
+        "parameters": {name: {"group", "meaning", "unit", "reference", "lower", "upper",
+        "lower_limited", "upper_limited", "range": [lo, hi], "tolerance", "curve": [[value, metric], ...]}}}``;
+        ``*_limited`` is true when the metric limits that side (false: safe up to the physical bound).
+    """
+    if not 0 <= tolerance < 1:
+        raise ValueError(f"tolerance must be in [0, 1), got {tolerance}")
+    if points < 1 or refine < 0:
+        raise ValueError(f"points must be >= 1 and refine >= 0, got {points}, {refine}")
+    axes = list(axes) if axes is not None else envelope_axes(problem.data_model)
+    floor = problem.reference_metric - tolerance
+    spec = {"metric": problem.metric_name, "reference_metric": problem.reference_metric, "tolerance": tolerance,
+            "floor": floor, "points": points, "refine": refine, "parameters": {}}
+    it = axes
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(axes, desc="envelope", leave=False)
+    try:
+        for axis in it:
+            lo, lo_lim, seen_lo = _sweep_side(problem, axis, floor, axis.reference - axis.lower, -1, points, refine,
+                                              min_fraction)
+            hi, hi_lim, seen_hi = _sweep_side(problem, axis, floor, axis.upper - axis.reference, +1, points, refine,
+                                              min_fraction)
+            curve = sorted(seen_lo + [(axis.reference, problem.reference_metric)] + seen_hi)
+            entry = {"group": axis.group, "meaning": axis.meaning, "unit": axis.unit, "reference": axis.reference,
+                     "lower": lo, "upper": hi, "lower_limited": lo_lim, "upper_limited": hi_lim,
+                     "range": [axis.lower, axis.upper], "tolerance": tolerance,
+                     "curve": [[float(v), float(m)] for v, m in curve]}
+            if axis.scale is not None:
+                unit, factor = axis.scale
+                entry[f"reference_{unit}"] = axis.reference * factor
+                entry[f"lower_{unit}"] = lo * factor
+                entry[f"upper_{unit}"] = hi * factor
+            spec["parameters"][axis.name] = entry
+    finally:
+        problem.reset()
+    return spec
+
+
+def envelope_table(spec: dict) -> str:
+    """The envelope specification as a readable fixed-width table."""
+    head = (f"Operating envelope: {spec['metric']} >= {spec['floor']:.3f} "
+            f"(reference {spec['reference_metric']:.3f} - tolerance {spec['tolerance']:.3f}); one parameter at a time")
+    rows = [("parameter", "reference", "safe from", "safe to", "unit", "limited by")]
+    for name, e in spec["parameters"].items():
+        lim = [side for side, flag in (("low", e["lower_limited"]), ("high", e["upper_limited"])) if flag]
+        unit = e["unit"]
+        ref, lo, hi = e["reference"], e["lower"], e["upper"]
+        if "reference_DN" in e:
+            unit = f"{unit} ({e['lower_DN']:.0f}..{e['upper_DN']:.0f} DN)"
+        rows.append((name, f"{ref:.4g}", f"{lo:.4g}", f"{hi:.4g}", unit,
+                     "metric: " + ", ".join(lim) if lim else "physical bounds only"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [head, ""]
+    for k, r in enumerate(rows):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def save_json(obj: dict, path: str | Path) -> Path:
+    """Write a JSON-ready dict (atomic replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_text(json.dumps(obj, indent=1, default=float))
+    tmp.replace(path)
+    return path
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def plot_lambda_curves(results: Sequence[SearchResult], ax=None, metric_name: str = "accuracy"):
+    """The paper's figure: metric after the search against λ, one line per group."""
+    import matplotlib.pyplot as plt
+
+    if not results:
+        raise ValueError("no results to plot")
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7, 4))
+    lams = sorted({r.lam for r in results})
+    xpos = {lam: i for i, lam in enumerate(lams)}
+    labels = list(dict.fromkeys(r.label for r in results))
+    for label in labels:
+        rs = sorted((r for r in results if r.label == label), key=lambda r: r.lam)
+        style = dict(color="k", lw=2.5) if label == ALL else dict(lw=1.5)
+        ax.plot([xpos[r.lam] for r in rs], [r.metric for r in rs], "o-", label=label, **style)
+    ax.axhline(results[0].reference_metric, color="0.5", ls="--", lw=1, label="reference")
+    ax.set_xticks(range(len(lams)), [f"{lam:g}" for lam in lams])
+    ax.set_xlabel("λ (closeness penalty weight; larger = images must stay closer)")
+    ax.set_ylabel(f"{metric_name} after the search")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=8, ncol=2)
+    ax.grid(alpha=0.3)
+    return fig or ax.figure
+
+
+def plot_search_budget(comparisons: Sequence[dict], ax=None):
+    """Best-so-far metric against task-model evaluations: gradient (solid) vs random (dashed)."""
+    import matplotlib.pyplot as plt
+
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7, 4))
+    for k, c in enumerate(comparisons):
+        colour = f"C{k}"
+        ax.plot(c["evaluations"], c["gradient"], "-", color=colour, lw=2, label=f"{c['label']}: gradient")
+        ax.plot(c["evaluations"], c["random"], "--", color=colour, lw=1.5, label=f"{c['label']}: random")
+    if comparisons:
+        ax.axhline(comparisons[0]["reference_metric"], color="0.5", ls=":", lw=1, label="reference")
+        ax.set_ylabel(f"{comparisons[0]['metric_name']} of the best configuration so far")
+    ax.set_xlabel("task-model evaluations spent")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig or ax.figure
+
+
+def plot_harm_vs_change(points: dict, ax=None):
+    """Drop against RMS image change: random configurations (grey) and gradient searches (coloured)."""
+    import matplotlib.pyplot as plt
+
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7, 4))
+    r = points["random"]
+    eps = 1e-4
+    ax.scatter(np.maximum(r["rms"], eps), r["drop"], s=12, color="0.6", alpha=0.7,
+               label=f"random configurations (ρ = {r['spearman']:.2f})")
+    g = points["gradient"]
+    labels = list(dict.fromkeys(g["label"]))
+    for k, label in enumerate(labels):
+        idx = [i for i, lab in enumerate(g["label"]) if lab == label]
+        ax.scatter(np.maximum([g["rms"][i] for i in idx], eps), [g["drop"][i] for i in idx], s=40, marker="D",
+                   color=f"C{k}", edgecolor="k", lw=0.5, label=f"gradient: {label}")
+    ax.set_xscale("log")
+    ax.set_xlabel("RMS change of the sRGB image (0–1 scale, log)")
+    ax.set_ylabel("accuracy drop")
+    ax.axhline(0, color="0.5", lw=0.8)
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    return fig or ax.figure
+
+
+def plot_envelope(spec: dict, ncols: int = 4, size: float = 2.6):
+    """One panel per envelope axis: the metric along the axis, the safe range shaded."""
+    import matplotlib.pyplot as plt
+
+    params = spec["parameters"]
+    n = len(params)
+    ncols = min(ncols, n)
+    nrows = (n + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols * 1.2, size * nrows), squeeze=False)
+    for ax, (name, e) in zip(axes.ravel(), params.items()):
+        v, m = np.array(e["curve"]).T
+        ax.axvspan(e["lower"], e["upper"], color="tab:green", alpha=0.15)
+        ax.plot(v, m, ".-", color="k", lw=1)
+        ax.axvline(e["reference"], color="tab:blue", lw=1)
+        ax.axhline(spec["floor"], color="tab:red", ls="--", lw=1)
+        if name == "black_level" and e["upper"] - e["lower"] < 0.05 * (e["range"][1] - e["range"][0]):
+            ax.set_xscale("symlog", linthresh=1e-3)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel(e["unit"] or "value", fontsize=8)
+        ax.set_ylim(-0.02, 1.02)
+        ax.tick_params(labelsize=7)
+    for ax in axes.ravel()[n:]:
+        ax.axis("off")
+    fig.suptitle("operating envelope: safe range (green), reference (blue), tolerance floor (red)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- command line
+
+
+class _UsageError(Exception):
+    pass
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the ``forensics`` command's arguments to a parser (for ``python -m drifthelpers forensics``)."""
+    parser.add_argument("--dataset", default="microscopy", choices=("microscopy", "drone"),
+                        help="data set (default microscopy)")
+    parser.add_argument("--profile", default="quick", choices=("quick", "paper"),
+                        help="training profile of the task model, as in notebook 03 (default quick)")
+    parser.add_argument("--preset", default="bi,s,ga",
+                        help="static view the task model was trained on; must be <bi|ma|me>,s,ga (default bi,s,ga)")
+    parser.add_argument("--split", type=int, default=0, help="split index (default 0)")
+    parser.add_argument("--subset", default="test", choices=("test", "val", "val+test"),
+                        help="images the envelope is measured on (default test)")
+    parser.add_argument("--intensity", type=float, default=1.0, help="light level of the raw data (default 1.0)")
+    parser.add_argument("--source", default="mini", choices=("mini", "zenodo"),
+                        help="mini data sets (generated offline) or the downloaded Zenodo release (default mini)")
+    parser.add_argument("--data-root", help="data folder (default: <repo>/data or $DRIFTHELPERS_DATA)")
+    parser.add_argument("--cache-dir", help="checkpoint cache (default: <data root>/cache/checkpoints)")
+    parser.add_argument("--checkpoint", help="a task-model state dict (torch.save) to use instead of the cache")
+    parser.add_argument("--train", action="store_true", help="train the task model when it is not in the cache")
+    parser.add_argument("--tolerance", type=float, default=0.05,
+                        help="allowed drop of the metric below the reference (default 0.05)")
+    parser.add_argument("--points", type=int, default=8, help="grid points per side and axis (default 8)")
+    parser.add_argument("--refine", type=int, default=4, help="bisection steps at each edge (default 4)")
+    parser.add_argument("--search-steps", type=int, default=0,
+                        help="also search each group (this many evaluations) and add paths toward the most "
+                             "harmful settings found (default 0 = fixed axes only)")
+    parser.add_argument("--lam", type=float, default=0.0, help="λ of those searches (default 0)")
+    parser.add_argument("-o", "--output", default="envelope.json", help="JSON specification (default envelope.json)")
+    parser.add_argument("--json", action="store_true", help="print the JSON specification instead of the table")
+    return parser
+
+
+def _check_args(args) -> str:
+    """Everything that can be checked before touching data; returns the demosaic method."""
+    from .isp import parse_preset
+
+    try:
+        demosaic, sharp, denoise = parse_preset(args.preset)
+    except ValueError as exc:
+        raise _UsageError(str(exc)) from exc
+    if (sharp, denoise) != ("s", "ga"):
+        raise _UsageError(f"the parametrized data model reproduces '<demosaic>,s,ga' views only; got {args.preset!r}")
+    if not 0 <= args.tolerance < 1:
+        raise _UsageError(f"--tolerance must be in [0, 1), got {args.tolerance}")
+    if args.points < 1 or args.refine < 0 or args.search_steps < 0 or not args.lam >= 0 or not args.intensity > 0:
+        raise _UsageError("need --points >= 1, --refine >= 0, --search-steps >= 0, --lam >= 0, --intensity > 0")
+    if args.checkpoint and not Path(args.checkpoint).is_file():
+        raise _UsageError(f"--checkpoint {args.checkpoint}: no such file")
+    if Path(args.output).is_dir():
+        raise _UsageError(f"--output {args.output} is a folder; give a file name such as envelope.json")
+    return demosaic
+
+
+def _load_problem(args) -> ForensicsProblem:
+    from . import datasets, synthesis
+    from .isp import CameraParams, ParametrizedDataModel
+
+    demosaic = _check_args(args)
+    config = synthesis.SynthesisConfig(dataset=args.dataset, intensity=args.intensity,
+                                       **synthesis.PROFILES[args.profile][args.dataset])
+    if not 0 <= args.split < config.n_splits:
+        raise _UsageError(f"--split must be in 0..{config.n_splits - 1} for the {args.profile} profile")
+    try:
+        if args.source == "mini":
+            path = datasets.ensure_mini(root=args.data_root, which=args.dataset, progress=False)[args.dataset]
+        else:
+            path = datasets.dataset_dir(args.dataset, args.data_root, source="zenodo")
+        cls = datasets.RawMicroscopy if args.dataset == "microscopy" else datasets.RawDrone
+        ds = cls(path, intensity=args.intensity)
+    except (datasets.DatasetLayoutError, ValueError) as exc:
+        raise _UsageError(str(exc)) from exc
+    if args.checkpoint:
+        from .models import build_task_model
+
+        ckpt = Path(args.checkpoint)
+        model = build_task_model(config.model, num_classes=len(getattr(ds, "classes", [])) or 1)
+        try:
+            state = torch.load(ckpt, map_location="cpu", weights_only=True)
+            state = state.get("task", state) if isinstance(state, dict) else state
+            model.load_state_dict(state)
+        except Exception as exc:
+            raise _UsageError(f"--checkpoint {ckpt}: not a {config.model} state dict ({exc})") from exc
+        from .datasets import stratified_split
+
+        parts = stratified_split(np.asarray(ds.targets), config.fractions, seed=config.seed + args.split,
+                                 groups=getattr(ds, "frames", None))
+        parts = (parts[0], parts[1], parts[2] if len(parts) > 2 else parts[1])
+    else:
+        from .training import CheckpointCache, config_key
+
+        tc = synthesis.train_config(config, args.preset, args.split, synthesis.data_fingerprint(ds, config))
+        cache = CheckpointCache(args.cache_dir or synthesis.default_cache_dir())
+        if not cache.has(config_key(tc)) and not args.train:
+            raise _UsageError(f"no cached task model for {args.dataset}/{args.profile}/{args.preset}/split "
+                              f"{args.split} in {cache.root}; run notebook 03, or pass --train or --checkpoint")
+        model, _, parts = synthesis.trained_model(ds, config, preset=args.preset, split=args.split,
+                                                  cache_dir=args.cache_dir)
+    idx = {"test": parts[2], "val": parts[1], "val+test": np.concatenate([parts[1], parts[2]])}[args.subset]
+    raw = torch.stack([ds[int(i)]["raw"] for i in idx])
+    if config.task == "classification":
+        targets = torch.as_tensor([int(ds.targets[int(i)]) for i in idx])
+    else:
+        targets = torch.stack([ds[int(i)]["mask"] for i in idx])
+    dm = ParametrizedDataModel(CameraParams.from_dataset_camera(ds.camera), demosaic=demosaic)
+    return ForensicsProblem(dm, model, raw, targets, image_size=config.image_size, task=config.task)
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """Run the envelope for parsed arguments (see :func:`add_arguments`); 0 ok, 2 usage error."""
+    try:
+        problem = _load_problem(args)
+    except _UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    harmful = {}
+    searches = []
+    if args.search_steps:
+        for g in problem.groups:
+            r = gradient_search(problem, g, lam=args.lam, steps=args.search_steps)
+            searches.append(r.to_dict())
+            if r.drop > args.tolerance:
+                harmful[g] = r.state
+    axes = envelope_axes(problem.data_model, harmful)
+    spec = operating_envelope(problem, tolerance=args.tolerance, axes=axes, points=args.points, refine=args.refine)
+    spec["source"] = {k: getattr(args, k) for k in ("dataset", "source", "profile", "preset", "split", "subset", "intensity",
+                                                    "checkpoint", "search_steps", "lam")}
+    spec["n_images"] = len(problem.raw)
+    if searches:
+        spec["searches"] = searches
+    try:
+        out = save_json(spec, args.output)
+    except OSError as exc:
+        print(f"error: cannot write {args.output}: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(spec, indent=1, default=float) if args.json else envelope_table(spec))
+    print(f"wrote {out}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def cli_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m drifthelpers forensics ...``: the operating envelope of a saved task model.
+
+    Prints the envelope table and writes the JSON specification; clear errors exit with 2.
+    """
+    parser = add_arguments(argparse.ArgumentParser(
+        prog="python -m drifthelpers forensics",
+        description="Operating envelope of a trained task model over the data model's parameters."))
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse prints its own message
+        return int(exc.code or 0)
+    return run_cli(args)

@@ -1,0 +1,274 @@
+"""Drift optimisation: arms, packing, statistics, determinism, cache."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from drifthelpers import optimisation as op
+from drifthelpers.isp import CameraParams, ParametrizedDataModel, StaticDataModel
+
+CAMERA = CameraParams("RGGB", (64.0,) * 4, 1023.0, wb_gains=(1.8, 1.0, 1.4))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run faster on one thread (and far faster on a shared machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _data(task: str = "classification", n: int = 12, size: int = 16, seed: int = 0) -> op.JointData:
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 3
+    # class-dependent brightness, so the task is learnable and gradients reach the data model
+    raw = 64 + (100 + 250 * labels.float()).view(n, 1, 1, 1) * (0.5 + torch.rand(n, 1, size, size, generator=g))
+    if task == "classification":
+        targets, k = labels, 3
+    else:
+        targets, k = (torch.rand(n, 1, size, size, generator=g) > 0.6).float(), 1
+    idx = np.arange(n)
+    split = (idx[: n // 2], idx[n // 2 : 3 * n // 4], idx[3 * n // 4 :])
+    return op.JointData(raw, targets, CAMERA, task, k, split, {"n": n, "synthetic": seed})
+
+
+def _config(task: str = "classification", **kw) -> op.JointConfig:
+    base = dict(dataset="microscopy" if task == "classification" else "drone",
+                model="small_cnn" if task == "classification" else "small_unet",
+                epochs=2, batch_size=3, lr=1e-2, data_lr=5e-2, image_size=0, learn_demosaic=True)
+    return op.JointConfig(**{**base, **kw})
+
+
+def _same_run(a: op.ArmRun, b: op.ArmRun) -> bool:
+    da, db = a.to_dict(), b.to_dict()
+    for d in (da, db):
+        d.pop("seconds"), d.pop("cached")
+    return da == db
+
+
+# --------------------------------------------------------------------------- raw-direct packing
+
+# For each pattern: the 2x2 positions (TL=0, TR=1, BL=2, BR=3) that hold R, G, G, B, written out by hand.
+HAND_ORDER = {"RGGB": [0, 1, 2, 3], "BGGR": [3, 1, 2, 0], "GRBG": [1, 0, 3, 2], "GBRG": [2, 0, 3, 1]}
+
+
+@pytest.mark.parametrize("cfa", sorted(HAND_ORDER))
+def test_pack_raw_one_channel_per_site(cfa):
+    # a 4x4 mosaic whose value encodes (row, col): 10 * row + col; black 0, white 100
+    raw = torch.tensor([[10.0 * r + c for c in range(4)] for r in range(4)]).view(1, 1, 4, 4)
+    packed = op.pack_raw(raw, cfa, 0.0, 100.0)
+    assert packed.shape == (1, 4, 2, 2)
+    offsets = {0: (0, 0), 1: (0, 1), 2: (1, 0), 3: (1, 1)}
+    for ch, pos in enumerate(HAND_ORDER[cfa]):
+        dy, dx = offsets[pos]
+        expected = torch.tensor([[10.0 * (2 * i + dy) + (2 * j + dx) for j in range(2)] for i in range(2)]) / 100
+        torch.testing.assert_close(packed[0, ch], expected)
+    # channel 0 is always the red site, channel 3 the blue one
+    letters = [cfa[p] for p in HAND_ORDER[cfa]]
+    assert letters == ["R", "G", "G", "B"]
+
+
+def test_pack_raw_normalises_by_black_and_white_per_site():
+    raw = torch.tensor([[20.0, 30.0], [40.0, 110.0]]).view(1, 1, 2, 2)
+    packed = op.pack_raw(raw, "RGGB", (10.0, 20.0, 30.0, 40.0), 110.0)
+    # (20-10)/100, (30-20)/90, (40-30)/80, (110-40)/70
+    torch.testing.assert_close(packed.flatten(), torch.tensor([0.1, 10 / 90, 10 / 80, 1.0]))
+    below = op.pack_raw(torch.full((1, 1, 2, 2), 5.0), "RGGB", 10.0, 110.0)
+    assert (below < 0).all()  # not clipped: read noise below black survives
+
+
+def test_pack_raw_errors_and_module():
+    with pytest.raises(ValueError, match="even"):
+        op.pack_raw(torch.zeros(1, 1, 3, 4), "RGGB", 0.0, 1.0)
+    with pytest.raises(ValueError, match=r"\(\*, 1, H, W\)"):
+        op.pack_raw(torch.zeros(1, 3, 4, 4), "RGGB", 0.0, 1.0)
+    with pytest.raises(ValueError, match="black_level"):
+        op.pack_raw(torch.zeros(1, 1, 4, 4), "RGGB", (0.0, 1.0), 10.0)
+    with pytest.raises(ValueError, match="white_level"):
+        op.pack_raw(torch.zeros(1, 1, 4, 4), "RGGB", 10.0, 5.0)
+    raw = 64 + 900 * torch.rand(2, 1, 8, 8)
+    torch.testing.assert_close(op.RawPacker(CAMERA)(raw), op.pack_raw(raw, "RGGB", 64.0, 1023.0))
+
+
+# --------------------------------------------------------------------------- the arms
+
+
+def test_data_model_has_no_normalisation_or_buffers():
+    """The public code's confound (a BatchNorm fitted only when the ISP learns) cannot occur."""
+    dm = ParametrizedDataModel(CAMERA, learn_demosaic=True)
+    assert list(dm.buffers()) == []
+    assert not any(isinstance(m, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)) for m in dm.modules())
+    raw = 64 + 900 * torch.rand(2, 1, 8, 8)
+    torch.testing.assert_close(dm.train()(raw), dm.eval()(raw), rtol=0, atol=0)  # no mode-dependent layer
+    op._check_no_running_stats(dm)
+    with pytest.raises(ValueError, match="normalisation"):
+        op._check_no_running_stats(nn.Sequential(dm, nn.BatchNorm2d(3)))
+
+
+def test_build_arm_same_start_for_learned_and_frozen():
+    data, cfg = _data(), _config()
+    tl, dl = op.build_arm("learned", cfg, data, seed=3)
+    tf, df = op.build_arm("frozen", cfg, data, seed=3)
+    for (k, a), (_, b) in zip(tl.state_dict().items(), tf.state_dict().items()):
+        assert torch.equal(a, b), k
+    for (k, a), (_, b) in zip(dl.state_dict().items(), df.state_dict().items()):
+        assert torch.equal(a, b), k
+    assert all(p.requires_grad for p in dl.parameters())
+    assert not any(p.requires_grad for p in df.parameters())
+    # the data model starts as the static bi,s,ga view
+    raw = data.raw[:2]
+    torch.testing.assert_close(dl(raw), StaticDataModel("bi,s,ga", CAMERA)(raw), atol=1e-5, rtol=1e-5)
+    t4, packer = op.build_arm("raw_direct", cfg, data, seed=3)
+    assert isinstance(packer, op.RawPacker) and t4.features[0].in_channels == 4
+    with pytest.raises(ValueError, match="arm"):
+        op.build_arm("adversarial", cfg, data, seed=0)
+
+
+def _assert_within_bounds(dm: ParametrizedDataModel):
+    b = dm.bounds()
+    eps = 1e-5
+    for name in ("black_level", "white_balance", "gamma", "colour_matrix", "sharpen", "denoise", "demosaic"):
+        p = getattr(dm, name).detach()
+        assert float(p.min()) >= b[name]["lower"] - eps and float(p.max()) <= b[name]["upper"] + eps, name
+    torch.testing.assert_close(dm.colour_matrix.detach().sum(1), torch.tensor(b["colour_matrix"]["row_sums"]).float(),
+                               atol=1e-4, rtol=0)
+    for name in ("sharpen", "denoise"):
+        assert math.isclose(float(getattr(dm, name).detach().sum()), 1.0, abs_tol=1e-4), name
+    torch.testing.assert_close(dm.demosaic.detach().sum((1, 2)), torch.ones(4), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("task", ["classification", "segmentation"])
+def test_frozen_keeps_init_learned_moves_within_bounds(task):
+    data, cfg = _data(task), _config(task)
+    frozen = op.train_arm("frozen", cfg, data, seed=0)
+    learned = op.train_arm("learned", cfg, data, seed=0)
+    assert frozen.final_params == frozen.init_params  # exactly, not approximately
+    init = ParametrizedDataModel(CAMERA, learn_demosaic=True)
+    assert frozen.init_params == {k: v.tolist() for k, v in init.state_dict().items()}
+    assert learned.init_params == frozen.init_params
+    changes = op.parameter_changes(learned.init_params, learned.final_params)
+    assert sum(c["max_abs_change"] > 0 for c in changes.values()) >= 5
+    _assert_within_bounds(op.learned_data_model(learned, CAMERA))
+    assert learned.metric == ("accuracy" if task == "classification" else "iou")
+    assert len(learned.curve) == len(learned.steps) == cfg.epochs
+
+
+def test_arms_differ_only_in_data_model_updates():
+    data = _data()
+    cfg = _config(eval_every=1)
+    frozen = op.train_arm("frozen", cfg, data, seed=1)
+    # with a data learning rate of 0 the learned arm is the frozen arm, step for step
+    still = op.train_arm("learned", op.JointConfig(**{**cfg.to_dict(), "data_lr": 0.0}), data, seed=1)
+    assert _same_run(frozen, op.ArmRun(**{**still.to_dict(), "arm": "frozen"}))
+    # with updates: the first step sees the same initialisation, batch and augmentation ...
+    learned = op.train_arm("learned", cfg, data, seed=1)
+    assert learned.train_loss[0] == frozen.train_loss[0]
+    # ... and the runs part once the data model has moved
+    assert learned.train_loss[1:] != frozen.train_loss[1:]
+    assert learned.final_params != frozen.final_params
+
+
+def test_determinism_for_a_seed():
+    data, cfg = _data("segmentation"), _config("segmentation")
+    a = op.train_arm("learned", cfg, data, seed=5)
+    b = op.train_arm("learned", cfg, data, seed=5)
+    c = op.train_arm("learned", cfg, data, seed=6)
+    assert _same_run(a, b)
+    assert not _same_run(a, c)
+
+
+def test_run_arms_cache(tmp_path):
+    data, cfg = _data(size=32), _config(epochs=1)  # raw_direct packs to 16x16: enough for small_cnn's four pools
+    first = op.run_arms(data, cfg, seeds=[0, 1], arms=("frozen", "raw_direct"), cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("*.json"))) == 4
+    again = op.run_arms(data, cfg, seeds=[0, 1], arms=("frozen", "raw_direct"), cache_dir=tmp_path)
+    assert all(r.cached for rs in again.values() for r in rs)
+    assert all(_same_run(a, b) for arm in first for a, b in zip(first[arm], again[arm]))
+    next(tmp_path.glob("*.json")).write_text("{not json")
+    third = op.run_arms(data, cfg, seeds=[0, 1], arms=("frozen", "raw_direct"), cache_dir=tmp_path)
+    retrained = [r for rs in third.values() for r in rs if not r.cached]
+    assert len(retrained) == 1  # the damaged entry is retrained ...
+    fresh = retrained[0]
+    assert any(_same_run(fresh, r) for r in first[fresh.arm])  # ... to the same result (determinism)
+    raw_direct = first["raw_direct"][0]
+    assert raw_direct.init_params == {} == raw_direct.final_params and raw_direct.test is not None
+    other = op.JointData(**{**data.__dict__, "fingerprint": {"n": 12, "synthetic": 99}})
+    assert op._run_key("frozen", cfg, data, 0) != op._run_key("frozen", cfg, other, 0)
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def _run(arm, seed, curve, test=None, metric="accuracy"):
+    best = int(np.argmax(curve))
+    return op.ArmRun(arm=arm, seed=seed, metric=metric, steps=[10, 20, 30], curve=list(curve),
+                     final=curve[-1], best=curve[best], best_step=[10, 20, 30][best], test=test)
+
+
+def test_stability_hand_checked():
+    runs = [_run("a", 0, [0.1, 0.5, 0.7], 0.6), _run("a", 1, [0.3, 0.5, 0.9], 0.8), _run("a", 2, [0.2, 0.5, 0.8], 0.7)]
+    s = op.stability(runs)
+    assert s["seeds"] == 3
+    assert s["final_mean"] == pytest.approx(0.8) and s["final_std"] == pytest.approx(0.1)
+    assert s["final_range"] == pytest.approx(0.2)
+    assert s["test_mean"] == pytest.approx(0.7) and s["test_std"] == pytest.approx(0.1)
+    # per-point std across seeds: 0.1, 0.0, 0.1 -> mean 1/15; second half (points 1, 2) -> 0.05
+    assert s["curve_std_mean"] == pytest.approx(0.2 / 3)
+    assert s["curve_std_late"] == pytest.approx(0.05)
+    band = op.curve_band([r.curve for r in runs])
+    np.testing.assert_allclose(band["mean"], [0.2, 0.5, 0.8])
+    np.testing.assert_allclose(band["min"], [0.1, 0.5, 0.7])
+    assert op.stability(runs[:1])["final_std"] == 0.0
+    with pytest.raises(ValueError):
+        op.stability([])
+    with pytest.raises(ValueError, match="seeds, points"):
+        op.curve_band([])
+
+
+def test_steps_to_target_and_summary():
+    assert op.steps_to_target([1, 2, 3], [0.1, 0.2, 0.3], 0.5) is None
+    assert op.steps_to_target([5, 10], [0.5, 0.1], 0.5) == 5
+    runs = {"learned": [_run("learned", s, c) for s, c in enumerate([[0.2, 0.6, 0.8], [0.4, 0.7, 0.8]])],
+            "frozen": [_run("frozen", s, c) for s, c in enumerate([[0.2, 0.3, 0.6], [0.1, 0.2, 0.4]])]}
+    summary = op.summarise(runs)
+    assert summary["target"] == pytest.approx(0.72)  # 0.9 x best final mean (0.8)
+    assert summary["arms"]["learned"]["steps_to_target"] == [30, 30]
+    assert summary["arms"]["frozen"]["steps_to_target"] == [None, None]
+    assert summary["arms"]["frozen"]["reached"] == 0 and summary["arms"]["frozen"]["median_steps_to_target"] is None
+    assert summary["learned_minus_frozen"]["final_mean"] == pytest.approx(0.3)
+    explicit = op.summarise(runs, target=0.5)
+    assert explicit["arms"]["learned"]["steps_to_target"] == [20, 20]
+    assert explicit["arms"]["frozen"]["steps_to_target"] == [30, None]
+
+
+def test_parameter_changes_hand_checked():
+    ch = op.parameter_changes({"gamma": [2.0], "sharpen": [[0.0, 1.0], [0.0, 0.0]], "zero": [0.0, 0.0]},
+                              {"gamma": [2.5], "sharpen": [[0.3, 0.6], [0.0, 0.0]], "zero": [3.0, 4.0]})
+    assert ch["gamma"]["rel_change"] == pytest.approx(0.25) and ch["gamma"]["max_abs_change"] == pytest.approx(0.5)
+    assert ch["sharpen"]["rel_change"] == pytest.approx(0.5) and ch["sharpen"]["max_abs_change"] == pytest.approx(0.4)
+    assert ch["zero"]["rel_change"] == pytest.approx(5.0)  # from zero: absolute norm
+
+
+def test_config_validation_and_profiles():
+    with pytest.raises(ValueError, match="dataset"):
+        op.JointConfig(dataset="satellite")
+    with pytest.raises(ValueError, match="data_lr"):
+        op.JointConfig(data_lr=-1.0)
+    with pytest.raises(ValueError, match="batch_size"):
+        op.JointConfig(batch_size=1)
+    with pytest.raises(ValueError, match="profile"):
+        op.config_for("drone", "huge")
+    cfg = op.config_for("drone", "quick", epochs=3)
+    assert cfg.task == "segmentation" and cfg.metric == "iou" and cfg.epochs == 3
+    assert op.config_for("microscopy", "paper").model == "resnet18"
+
+
+def test_learned_data_model_rejects_raw_direct():
+    with pytest.raises(ValueError, match="raw_direct"):
+        op.learned_data_model(op.ArmRun("raw_direct", 0, "accuracy"), CAMERA)
