@@ -1,4 +1,4 @@
-"""Command line: ``python -m drifthelpers {info,run,data,render} ...``.
+"""Command line: ``python -m drifthelpers {info,run,data,forensics,render} ...``.
 
 Each sub-command imports what it needs when it runs, so ``--help`` is instant.
 Errors the user can fix (bad file, bad parameter, missing data) print one
@@ -145,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("name", choices=("raw-microscopy", "raw-drone"))
     q.add_argument("--root", help="data folder (default: <repo>/data or $DRIFTHELPERS_DATA)")
     q.set_defaults(func=_cmd_data)
+
+    from .forensics import add_arguments as _forensics_arguments, run_cli as _forensics_run
+
+    p = sub.add_parser("forensics", help="operating envelope of a trained task model (drift forensics)")
+    _forensics_arguments(p)
+    p.set_defaults(func=_forensics_run)
 
     p = sub.add_parser("render", help="render a raw file through a static data model")
     p.add_argument("file", help="camera raw file or mini-dataset TIFF")
