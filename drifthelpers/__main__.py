@@ -1,7 +1,7 @@
 """Command line: ``python -m drifthelpers {info,run,data,forensics,render} ...``.
 
-Each sub-command imports what it needs when it runs, so ``--help`` is instant.
-Errors the user can fix (bad file, bad parameter, missing data) print one
+Sub-commands import what they need when they run (the ``forensics`` options are
+defined by :mod:`drifthelpers.forensics`, which imports torch). Errors the user can fix (bad file, bad parameter, missing data) print one
 clear message and exit with status 2; a failing notebook exits with 1.
 """
 
