@@ -1,4 +1,4 @@
-"""Command line: ``python -m drifthelpers {info,run,data,forensics,render} ...``.
+"""Command line: ``python -m drifthelpers {info,run,sweep,data,forensics,render} ...``.
 
 Sub-commands import what they need when they run (the ``forensics`` options are
 defined by :mod:`drifthelpers.forensics`, which imports torch). Errors the user can fix (bad file, bad parameter, missing data) print one
@@ -77,6 +77,49 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _cmd_sweep(args) -> int:
+    from .batch import ParameterError
+    from .sweep import SweepError, parse_grid, rerun_failed, run_sweep
+
+    try:
+        if args.rerun_failed:
+            if args.grid or args.param or args.notebooks or args.name:
+                raise SweepError("--rerun-failed takes the sweep's own settings; drop notebooks, --grid, -p and --name")
+            result = rerun_failed(
+                args.rerun_failed,
+                engine=args.engine,
+                address=args.address,
+                workers=args.workers,
+                threads_per_job=args.threads_per_job,
+            )
+        else:
+            result = run_sweep(
+                parse_grid(args.grid or []),
+                select=args.notebooks or None,
+                parameters=_parse_overrides(args.param),
+                profile=args.profile,
+                name=args.name,
+                runs_dir=args.runs_dir,
+                notebook_dir=args.notebook_dir,
+                engine=args.engine,
+                address=args.address,
+                workers=args.workers,
+                threads_per_job=args.threads_per_job,
+                columns=args.columns,
+            )
+    except (ParameterError, FileNotFoundError) as exc:  # SweepError is a ParameterError
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    n_ok = sum(s == "ok" for s in result.statuses.values())
+    print(f"\n{n_ok} of {len(result.statuses)} job(s) ok; ran {len(result.ran)} in {result.seconds:.0f} s.")
+    print(f"Table: {result.table}  (also results.md, results.json; jobs/ holds each job's notebooks)")
+    if result.failed:
+        print(f"{len(result.failed)} job(s) failed or did not finish: {', '.join(result.failed)}", file=sys.stderr)
+        print(f"re-run them alone with: python -m drifthelpers sweep --rerun-failed {result.sweep_dir}", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
 def _cmd_data(args) -> int:
     from . import datasets
 
@@ -133,6 +176,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--notebook-dir", help="folder of notebooks to run (default: <repo>/notebooks)")
     p.add_argument("--no-progress", action="store_true", help="no per-cell progress bar")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser(
+        "sweep",
+        help="run a grid of parameter values as parallel notebook jobs (local processes or Dask)",
+        description="Every point of the grid runs the selected notebooks once, as an independent job; "
+        "the jobs' JSON results are collected into runs/<name>/results.csv (and .md, .json).",
+    )
+    p.add_argument("notebooks", nargs="*", help="notebooks each job runs (e.g. 03); all by default")
+    p.add_argument("-g", "--grid", action="append", metavar="NAME=V1,V2",
+                   help="a swept parameter and its values (repeat for a product grid)")
+    p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                   help="a parameter fixed for every job")
+    p.add_argument("--profile", default="quick", choices=("quick", "paper"), help="parameter profile")
+    p.add_argument("--name", help="sweep folder name (default: sweep-<timestamp>)")
+    p.add_argument("--runs-dir", help="folder for runs (default: <repo>/runs)")
+    p.add_argument("--notebook-dir", help="folder of notebooks (default: <repo>/notebooks)")
+    p.add_argument("--engine", default="local", choices=("local", "dask"),
+                   help="local worker processes (default) or Dask.distributed")
+    p.add_argument("--address", help="Dask scheduler address (tcp://host:8786); default: a LocalCluster")
+    p.add_argument("--workers", type=int, help="parallel jobs (default: min(jobs, CPU cores))")
+    p.add_argument("--threads-per-job", type=int, help="math threads per job (default: cores / workers)")
+    p.add_argument("--columns", action="append", metavar="PATTERN",
+                   help="glob of result columns to show in results.md (e.g. '03/*ratio*')")
+    p.add_argument("--rerun-failed", metavar="SWEEP_DIR",
+                   help="run again, alone, the failed or unfinished jobs of an earlier sweep")
+    p.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser("data", help="build the mini data sets or download the real ones")
     dsub = p.add_subparsers(dest="data_cmd", required=True)

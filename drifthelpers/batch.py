@@ -19,6 +19,7 @@ import datetime as _dt
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,7 +49,7 @@ class NotebookFailed(RuntimeError):
 
     def __init__(self, notebook: str, cell: int | None, error: str, output: Path):
         self.notebook, self.cell, self.error, self.output = notebook, cell, error, output
-        where = f"cell {cell}" if cell is not None else "an unknown cell"
+        where = f"code cell {cell}" if cell is not None else "an unknown cell"
         super().__init__(f"{notebook} failed in {where}: {error}\n  partial output kept in {output}")
 
 
@@ -158,7 +159,8 @@ def check_parameters(notebooks: list[Path], overrides: dict[str, object]) -> dic
 
 
 def _failed_cell(nb_path: Path) -> tuple[int | None, str]:
-    """The index of the first code cell with an error output, and its message."""
+    """The number (1-based, among the source notebook's code cells) of the first cell with
+    an error output, and its message."""
     import nbformat
 
     try:
@@ -167,8 +169,8 @@ def _failed_cell(nb_path: Path) -> tuple[int | None, str]:
         return None, "unknown error"
     code_index = 0
     for cell in nb.cells:
-        if cell.cell_type != "code":
-            continue
+        if cell.cell_type != "code" or "injected-parameters" in cell.get("metadata", {}).get("tags", []):
+            continue  # count as in the source notebook, without papermill's injected cell
         code_index += 1
         for out in cell.get("outputs", []):
             if out.get("output_type") == "error":
@@ -185,6 +187,7 @@ def run_notebooks(
     notebook_dir: str | os.PathLike | None = None,
     progress: bool = True,
     kernel_name: str | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> list[NotebookResult]:
     """Execute notebooks headless, in order, into ``runs/<run_name>/``.
 
@@ -198,6 +201,8 @@ def run_notebooks(
         notebook_dir: where the notebooks are; ``<repo>/notebooks`` by default.
         progress: show papermill's per-cell progress bar.
         kernel_name: Jupyter kernel; the current Python environment by default.
+        log: where the one-line start/finish messages go (default: standard output;
+            pass ``lambda msg: None`` to silence them).
 
     Returns:
         One :class:`NotebookResult` per notebook run.
@@ -217,6 +222,7 @@ def run_notebooks(
     per_nb = check_parameters(notebooks, overrides)
     declared = {nb.name: notebook_parameters(nb) for nb in notebooks}
 
+    log = log or _say
     run_name = run_name or _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = Path(runs_dir) if runs_dir else NOTEBOOK_DIR.parent / "runs"
     run_dir = run_dir / run_name
@@ -232,7 +238,7 @@ def run_notebooks(
         if "profile" in declared[nb.name] and "profile" not in params:
             params["profile"] = profile
         out_nb = run_dir / nb.name
-        print(f"[drifthelpers run] {nb.name} -> {out_nb}", flush=True)
+        log(f"[drifthelpers run] {nb.name} -> {out_nb}")
         start = time.perf_counter()
         try:
             pm.execute_notebook(
@@ -259,9 +265,13 @@ def run_notebooks(
             except json.JSONDecodeError:
                 collected[jf.stem] = {"error": f"{jf.name} is not valid JSON"}
         results.append(NotebookResult(nb.name, out_nb, seconds, "ok", collected))
-        print(f"[drifthelpers run] {nb.name} done in {seconds:.1f} s", flush=True)
+        log(f"[drifthelpers run] {nb.name} done in {seconds:.1f} s")
     _write_summary(run_dir, results, profile, overrides)
     return results
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
 
 
 def _write_summary(run_dir: Path, results: list[NotebookResult], profile: str, overrides: dict) -> None:

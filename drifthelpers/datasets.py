@@ -47,6 +47,7 @@ Example:
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import fnmatch
 import hashlib
 import io
@@ -480,6 +481,29 @@ def _atomic_replace_dir(tmp: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _exclusive_lock(lock_path: Path):
+    """Hold an exclusive advisory lock on ``lock_path`` (POSIX ``flock``).
+
+    Serialises concurrent builders of the same mini set (parallel sweep jobs start
+    at the same moment): the second waits, then finds the set intact and reuses it.
+    Where ``fcntl`` is unavailable (Windows) it does nothing; the atomic rename still
+    keeps every reader from seeing a half-written set.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
 def _human(nbytes: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if nbytes < 1024 or unit == "GB":
@@ -873,52 +897,60 @@ def ensure_mini(
     base = data_root(root) / "mini"
     out: dict[str, Path] = {}
     for kind in which:
-        path = base / kind
-        n = n_microscopy if kind == "microscopy" else n_drone
-        extra: dict[str, Any]
-        if kind == "microscopy":
-            extra = {"class_counts": mini_class_counts(n, min_per_class), "min_per_class": int(min_per_class)}
-        else:
-            nf = min(n_drone_frames, n)
-            extra = {
-                "n_frames": int(nf),
-                "tiles_per_frame": [n // nf + (1 if f < n % nf else 0) for f in range(nf)],
-            }
-        want = _mini_config(kind, seed, n, _check_size(size), extra)
-        reason = None
-        try:
-            have = json.loads((path / MANIFEST).read_text())["config"]
-        except (OSError, ValueError, KeyError, TypeError):
-            have = None
-            reason = "not built yet" if not path.exists() else "no readable manifest"
-        if have is not None and have != want:
-            reason = "built with other parameters"
-        if reason is None:
-            problems = verify_mini(path, verify)
-            if problems:
-                reason = f"{len(problems)} damaged file(s), e.g. {problems[0]}"
-        if reason is None:
-            out[kind] = path
-            if progress:
-                print(_summary(kind, path, None, "Reusing"))
-            continue
-        if progress:
-            print(f"Mini {kind} at {path}: {reason}; building it.")
-        out.update(
-            build_mini(
-                root,
-                seed,
-                (kind,),
-                n_microscopy,
-                n_drone,
-                size,
-                progress,
-                workers=workers,
-                min_per_class=min_per_class,
-                n_drone_frames=n_drone_frames,
+        with _exclusive_lock(base / f".{kind}.lock"):
+            out.update(
+                _ensure_one(base, kind, root, seed, n_microscopy, n_drone, size, progress, verify,
+                            workers, min_per_class, n_drone_frames)
             )
-        )
     return out
+
+
+def _ensure_one(base: Path, kind: str, root, seed: int, n_microscopy: int, n_drone: int, size: int,
+                progress: bool, verify: str, workers: int | None, min_per_class: int,
+                n_drone_frames: int) -> dict[str, Path]:
+    """:func:`ensure_mini` for one set, called with its build lock held."""
+    path = base / kind
+    n = n_microscopy if kind == "microscopy" else n_drone
+    extra: dict[str, Any]
+    if kind == "microscopy":
+        extra = {"class_counts": mini_class_counts(n, min_per_class), "min_per_class": int(min_per_class)}
+    else:
+        nf = min(n_drone_frames, n)
+        extra = {
+            "n_frames": int(nf),
+            "tiles_per_frame": [n // nf + (1 if f < n % nf else 0) for f in range(nf)],
+        }
+    want = _mini_config(kind, seed, n, _check_size(size), extra)
+    reason = None
+    try:
+        have = json.loads((path / MANIFEST).read_text())["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        have = None
+        reason = "not built yet" if not path.exists() else "no readable manifest"
+    if have is not None and have != want:
+        reason = "built with other parameters"
+    if reason is None:
+        problems = verify_mini(path, verify)
+        if problems:
+            reason = f"{len(problems)} damaged file(s), e.g. {problems[0]}"
+    if reason is None:
+        if progress:
+            print(_summary(kind, path, None, "Reusing"))
+        return {kind: path}
+    if progress:
+        print(f"Mini {kind} at {path}: {reason}; building it.")
+    return build_mini(
+        root,
+        seed,
+        (kind,),
+        n_microscopy,
+        n_drone,
+        size,
+        progress,
+        workers=workers,
+        min_per_class=min_per_class,
+        n_drone_frames=n_drone_frames,
+    )
 
 
 # --------------------------------------------------------------------------------------

@@ -97,7 +97,7 @@ def test_failure_names_notebook_and_cell_and_keeps_output(tmp_path):
     d.mkdir()
     make_notebook(d / "01_bad.ipynb", "seed = 0", "raise RuntimeError('deliberate failure')")
     make_notebook(d / "02_never.ipynb", "seed = 0", "pass")
-    with pytest.raises(NotebookFailed, match=r"01_bad.ipynb failed in cell 2: RuntimeError: deliberate failure") as info:
+    with pytest.raises(NotebookFailed, match=r"01_bad.ipynb failed in code cell 2: RuntimeError: deliberate failure") as info:
         run_notebooks(runs_dir=tmp_path / "runs", run_name="f", notebook_dir=d, progress=False)
     assert info.value.output.is_file()
     assert not (tmp_path / "runs" / "f" / "02_never.ipynb").exists()

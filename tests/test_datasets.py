@@ -466,3 +466,28 @@ def test_split_is_a_partition(y, seed, with_groups):
         for cls in np.unique(y):
             if (y == cls).sum() >= 3:
                 assert all((y[p] == cls).any() for p in parts)
+
+
+def test_concurrent_ensure_builds_once(tmp_path):
+    """Parallel jobs (a sweep) that need the same missing set: one builds, the others wait and reuse."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from drifthelpers.datasets import ensure_mini\n"
+        f"ensure_mini(sys.argv[1], seed=0, which='microscopy', size={SIZES['microscopy']}, "
+        f"**{ {**TINY, 'progress': True}!r})\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+        for _ in range(3)
+    ]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-500:] for o in outs]
+    built = sum("building it" in out for out, _ in outs)
+    reused = sum("Reusing mini microscopy" in out for out, _ in outs)
+    assert (built, reused) == (1, 2), [o[0] for o in outs]
+    assert D.verify_mini(tmp_path / "mini" / "microscopy") == []
+    assert not [p.name for p in (tmp_path / "mini").iterdir() if ".tmp-" in p.name or ".old-" in p.name]
