@@ -110,6 +110,11 @@ def _cmd_sweep(args) -> int:
     except (ParameterError, FileNotFoundError) as exc:  # SweepError is a ParameterError
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished jobs are kept; unfinished ones are marked 'interrupted' in sweep.json.\n"
+              "continue with: python -m drifthelpers sweep --rerun-failed <the sweep folder printed above>",
+              file=sys.stderr)
+        return 130
     n_ok = sum(s == "ok" for s in result.statuses.values())
     print(f"\n{n_ok} of {len(result.statuses)} job(s) ok; ran {len(result.ran)} in {result.seconds:.0f} s.")
     print(f"Table: {result.table}  (also results.md, results.json; jobs/ holds each job's notebooks)")

@@ -293,13 +293,19 @@ def _local_engine(specs: list[dict], workers: int, address: str | None) -> Itera
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold torch threads
-    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    pool = concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    finished = False
+    try:
         futures = {pool.submit(run_job, spec): spec for spec in specs}
         for fut in concurrent.futures.as_completed(futures):
             try:
                 yield fut.result()
             except Exception as exc:  # e.g. BrokenProcessPool when a worker is killed
                 yield _failed_record(futures[fut], exc)
+        finished = True
+    finally:
+        # On Ctrl-C (or any error in the caller) do not wait for queued jobs: cancel them.
+        pool.shutdown(wait=finished, cancel_futures=not finished)
 
 
 def _dask_engine(specs: list[dict], workers: int, address: str | None) -> Iterator[dict]:
