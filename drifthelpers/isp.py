@@ -37,6 +37,33 @@ Conventions:
 * Without ``return_stages`` the chain runs fused (white balance folded into the colour
   matrix, one luma pass for both luma filters, clip folded into the gamma curve); with it,
   stage by stage. Both agree to float rounding.
+
+Speed (CPU, eager PyTorch; ``benchmarks/bench_isp.py`` measures it). Every step below computes
+the same values as the plain formulation, to float rounding, and is tested against it:
+
+* Linear demosaicing (bilinear, Malvar) evaluates each missing colour only at its own sites,
+  as sums of stride-2 views of the reflect-padded mosaic written straight into the output's
+  sites (no ``pixel_unshuffle``/``stack``/``pixel_shuffle`` copies), with a hand-written
+  adjoint as backward (:class:`_PlaneDemosaic`); at G sites Malvar's two estimates share
+  their centre and diagonal taps, summed once. Without autograd the black-level
+  normalisation is folded into the taps (one pass over the mosaic less).
+* Menon's demosaicer, without autograd and for even sizes, evaluates every interpolation after
+  the direction decision only at the sites it sets, from strided views of reflect-padded
+  full-resolution inputs (:func:`_menon_on_sites`): about 1.8x faster, same arithmetic.
+* The Gaussian windows (denoiser, unsharp mask) are separable row and column passes of
+  shifted-view sums (:func:`_gaussian_blur`; faster than kornia's ``gaussian_blur2d`` here,
+  same weights), and accumulations are in-place ``add_`` even under autograd (addition saves
+  nothing for its backward).
+* A single (3, 3) colour matrix is nine plane-wise multiply-adds (:func:`_mix_planes`), with
+  a matching custom backward; the luma is three multiply-adds.
+* Without autograd the tail of the chain runs in place (:func:`_fused_tail_`: luma change,
+  gamma curve) and the 3x3 median writes into a few reused buffers (:func:`_median3x3_`).
+* ``gamma_encode`` has a hand-written backward (:class:`_GammaEncode`), equal to autograd's
+  through the formula but in fewer passes and without boolean masks; with the custom
+  backwards of the colour matrix and of linear demosaicing it brings the parametrized
+  model's forward + backward from about 3.5x to under 3x its forward.
+* Large frames are rendered in overlapping bands of rows that fit the CPU caches
+  (:func:`_render_in_bands`), bit-identical to rendering them whole.
 """
 
 from __future__ import annotations
@@ -45,6 +72,7 @@ import math
 from pathlib import Path
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Sequence
 
 import kornia
@@ -130,6 +158,15 @@ def _check_image(x: Tensor, channels: int, name: str) -> None:
         raise ValueError(f"{name} must have shape (*, {channels}, H, W), got {tuple(x.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
+
+
+def _grad_needed(*tensors) -> bool:
+    """Whether autograd records operations on any of ``tensors``.
+
+    When it does not, the fused paths may write into fresh intermediate tensors in place and
+    into ``out=`` buffers (fewer allocations and memory passes, same arithmetic).
+    """
+    return torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in tensors)
 
 
 def _check_cfa(cfa: str) -> str:
@@ -338,8 +375,20 @@ def _assemble_phase(flat: Tensor, py: int, px: int, sources, estimates) -> list[
 
 
 def _interleave(phases: list[list[Tensor]], shape: torch.Size) -> Tensor:
-    """Per position (TL, TR, BL, BR) the (R, G, B) planes (N, H/2, W/2) -> (*, 3, H, W)."""
+    """Per position (TL, TR, BL, BR) the (R, G, B) planes (N, H/2, W/2) -> (*, 3, H, W).
+
+    Without autograd each plane is copied straight into its strided sites of the output (one
+    pass, about twice as fast as ``stack`` + ``pixel_shuffle``); with autograd the stacked form
+    is kept, whose backward is a single ``pixel_unshuffle``.
+    """
     n, h2, w2 = phases[0][0].shape
+    if not _grad_needed(*(t for planes in phases for t in planes)):
+        out = phases[0][0].new_empty((n, 3, h2, 2, w2, 2))
+        for pos, planes in enumerate(phases):
+            py, px = divmod(pos, 2)
+            for c in range(3):
+                out[:, c, :, py, :, px].copy_(planes[c])
+        return out.reshape(shape[:-3] + (3, 2 * h2, 2 * w2))
     cells = torch.stack([phases[pos][c] for c in range(3) for pos in range(4)], dim=1)  # colour * 4 + position
     return F.pixel_shuffle(cells, 2).reshape(shape[:-3] + (3, 2 * h2, 2 * w2))
 
@@ -349,13 +398,14 @@ def _taps(kernel) -> dict[tuple[int, int], float]:
     return {(i - c, j - c): float(v) for i, row in enumerate(kernel) for j, v in enumerate(row) if v}
 
 
-def _demosaic_fixed(raw: Tensor, cfa: str, kernels: tuple) -> Tensor:
+def _demosaic_fixed(raw: Tensor, cfa: str, kernels: tuple, affine: tuple | None = None) -> Tensor:
     """:func:`_demosaic_linear` for constant kernels, on the four half-resolution planes.
 
-    The reflect-padded mosaic is split into its four CFA planes (``pixel_unshuffle``); each
-    needed value is then a weighted sum of contiguous shifted views of those planes, evaluated
-    only at its own sites, which on CPU beats a convolution for these sparse 4- to 13-tap
-    kernels (and its backward pass touches quarter-size planes only).
+    The mosaic is reflect padded; each needed value is then a weighted sum of shifted views of
+    its four CFA planes, evaluated only at its own sites, which on CPU beats a convolution for
+    these sparse 4- to 13-tap kernels (and its backward pass touches quarter-size planes only).
+    ``affine``, four scales and four offsets by cell position, is a black-level normalisation
+    folded into the taps (see :func:`_chain`); even H and W only.
     """
     flat, shape = _flat(raw)
     h, w = flat.shape[-2:]
@@ -363,25 +413,128 @@ def _demosaic_fixed(raw: Tensor, cfa: str, kernels: tuple) -> Tensor:
         return _demosaic_linear(raw, cfa, torch.tensor(kernels, dtype=raw.dtype, device=raw.device))
     r = len(kernels[0]) // 2
     pad = 2 * ((r + 1) // 2)  # even, so the padded mosaic keeps the pattern
-    planes = F.pixel_unshuffle(_pad_reflect(flat, pad, pad), 2)  # channel = 2 * row parity + column parity
-    o, h2, w2 = pad // 2, h // 2, w // 2
+    plan = _phase_plan(cfa, kernels, pad // 2)
+    padded = _pad_reflect(flat, pad, pad)
+    return _PlaneDemosaic.apply(padded, plan, h // 2, w // 2, affine).reshape(shape[:-3] + (3, h, w))
+
+
+@lru_cache(maxsize=None)
+def _phase_plan(cfa: str, kernels: tuple, o: int) -> tuple[tuple, tuple]:
+    """The taps of every output of a linear demosaicer with constant kernels, on the four
+    half-resolution planes (plane = 2 * row parity + column parity) of a mosaic padded by
+    ``2 * o``, as ``(steps, outputs)``.
+
+    ``outputs``: per (cell position, colour) its taps ``(plane, row, column, weight)`` (the
+    measured sample is one tap of weight 1). ``steps``: the same sums in fewer operations,
+    each step ``(py, px, colour, base, taps)`` setting the output to
+    ``output[base] + sum(taps)`` (``base`` None: just the sum; ``base == colour``: add to its
+    current value). Where the two colours estimated at a site share taps of equal weights
+    (Malvar's centre and diagonal taps at G sites), that common part is summed once, into the
+    first, and copied into the second. (Taps shared with other weight ratios, as at R and B
+    sites, are left alone: scaling the shared sum would add a rounding.)
+    """
     taps = [_taps(k) for k in kernels]
-    phases = []
+    outputs, steps = [], []
     for pos, sources in enumerate(_phase_sources(cfa)):
         py, px = divmod(pos, 2)
-        est = []
-        for src in sources:
-            if src == 0:
-                continue
-            acc = None
-            for (dy, dx), wt in taps[src - 1].items():
+        estimated = []
+        for colour, src in enumerate(sources):
+            offsets = {(0, 0): 1.0} if src == 0 else taps[src - 1]
+            entry = {}
+            for (dy, dx), wt in offsets.items():
                 yy, xx = py + dy, px + dx
-                y0, x0 = o + yy // 2, o + xx // 2
-                part = planes[:, 2 * (yy % 2) + xx % 2, y0 : y0 + h2, x0 : x0 + w2]
-                acc = part * wt if acc is None else torch.add(acc, part, alpha=wt)
-            est.append(acc)
-        phases.append(_assemble_phase(flat, py, px, sources, est))
-    return _interleave(phases, shape)
+                entry[(2 * (yy % 2) + xx % 2, o + yy // 2, o + xx // 2)] = wt
+            outputs.append((py, px, colour, tuple(k + (w,) for k, w in entry.items())))
+            if src == 0:
+                steps.append((py, px, colour, None, outputs[-1][3]))
+            else:
+                estimated.append((colour, entry))
+        (colour_a, a), (colour_b, b) = estimated
+        common = [t for t in a if b.get(t) == a[t]]
+        if len(common) < 2:
+            steps.append((py, px, colour_a, None, tuple(t + (w,) for t, w in a.items())))
+            steps.append((py, px, colour_b, None, tuple(t + (w,) for t, w in b.items())))
+            continue
+        steps.append((py, px, colour_a, None, tuple(t + (a[t],) for t in common)))
+        steps.append((py, px, colour_b, colour_a, tuple(t + (w,) for t, w in b.items() if t not in common)))
+        steps.append((py, px, colour_a, colour_a, tuple(t + (w,) for t, w in a.items() if t not in common)))
+    return tuple(steps), tuple(outputs)
+
+
+class _PlaneDemosaic(torch.autograd.Function):
+    """Linear demosaicing with constant kernels on the four CFA planes (see :func:`_demosaic_fixed`).
+
+    Forward: each output plane (cell position x colour) is a weighted sum of shifted views of
+    the planes (following the steps of :func:`_phase_plan`), read as stride-2 views of the
+    padded (N, 1, H', W') mosaic (no ``pixel_unshuffle`` copy) and accumulated straight into
+    its strided sites of the (N, 3, H, W) output (no ``stack``/``pixel_shuffle`` pass).
+    ``affine`` (scales and offsets by cell position) folds a black-level normalisation into the
+    taps: ``sum_k w_k (s_k raw_k + o_k) = sum_k (w_k s_k) raw_k + sum_k w_k o_k``. Backward: the
+    adjoint, the same views scatter-added into one zero gradient (autograd's own backward would
+    allocate a full-size zero tensor per tap for the slice and select views).
+    """
+
+    @staticmethod
+    def forward(ctx, padded: Tensor, plan: tuple, h2: int, w2: int, affine: tuple | None = None) -> Tensor:
+        steps, ctx.outputs = plan
+        ctx.padded_shape = padded.shape
+        plane = _plane_view(padded.contiguous(), h2, w2)
+        out = padded.new_empty((padded.shape[0], 3, h2, 2, w2, 2))
+        full_const: dict[tuple, float] = {}  # with affine: sum_k w_k o_k of each output
+        if affine is not None:
+            scale, offset = affine
+            full_const = {(py, px, c): sum(wt * offset[ch] for ch, _, _, wt in entry)
+                          for py, px, c, entry in ctx.outputs}
+        for py, px, colour, base, entry in steps:
+            site = out[:, colour, :, py, :, px]
+            if affine is not None:
+                entry = tuple((ch, y0, x0, wt * scale[ch]) for ch, y0, x0, wt in entry)
+            parts = [(plane(ch, y0, x0), wt) for ch, y0, x0, wt in entry]
+            if base == colour:  # add the rest to the shared part (whose step set the whole constant)
+                for part, wt in parts:
+                    site.add_(part, alpha=wt)
+                continue
+            const = full_const.get((py, px, colour), 0.0)
+            if base is not None:  # the shared part (+ the base's constant) + the rest
+                const -= full_const.get((py, px, base), 0.0)
+                (source, alpha), rest = (out[:, base, :, py, :, px], 1.0), parts
+            else:
+                (source, alpha), rest = parts[0], parts[1:]
+            if const:
+                torch.add(padded.new_full((), const), source, alpha=alpha, out=site)
+            elif alpha == 1.0:
+                site.copy_(source)
+            else:
+                torch.mul(source, alpha, out=site)
+            for part, wt in rest:
+                site.add_(part, alpha=wt)
+        return out.reshape(padded.shape[0], 3, 2 * h2, 2 * w2)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        n, _, h, w = grad.shape
+        h2, w2 = h // 2, w // 2
+        grad6 = grad.reshape(n, 3, h2, 2, w2, 2)
+        grad_padded = grad.new_zeros(ctx.padded_shape)
+        plane = _plane_view(grad_padded, h2, w2)
+        for py, px, colour, entry in ctx.outputs:
+            g = grad6[:, colour, :, py, :, px]
+            for ch, y0, x0, wt in entry:
+                plane(ch, y0, x0).add_(g, alpha=wt)
+        return grad_padded, None, None, None, None
+
+
+def _plane_view(mosaic: Tensor, h2: int, w2: int):
+    """For a contiguous (N, 1, H, W) mosaic, even H and W: ``view(plane, y0, x0)``, the
+    (N, h2, w2) window at (y0, x0) of CFA plane ``plane`` (= 2 * row parity + column parity),
+    as a single strided view (cheaper to build than chained indexing)."""
+    n, _, h, w = mosaic.shape
+    size, stride, base = (n, h2, w2), (mosaic.stride(0), 2 * w, 2), mosaic.storage_offset()
+
+    def view(plane: int, y0: int, x0: int) -> Tensor:
+        return mosaic.as_strided(size, stride, base + (2 * y0 + plane // 2) * w + 2 * x0 + plane % 2)
+
+    return view
 
 
 def demosaic_bilinear(raw: Tensor, cfa: str) -> Tensor:
@@ -441,7 +594,7 @@ def _shifted_sum(x: Tensor, taps: dict[tuple[int, int], float]) -> Tensor:
     out = None
     for (dy, dx), wt in taps.items():
         part = p[..., ry + dy : ry + dy + h, rx + dx : rx + dx + w]
-        out = part * wt if out is None else torch.add(out, part, alpha=wt)
+        out = part * wt if out is None else out.add_(part, alpha=wt)  # add's backward needs no saved values
     return out
 
 
@@ -484,6 +637,8 @@ def demosaic_menon2007(raw: Tensor, cfa: str, refining_step: bool = True) -> Ten
     cfa = _check_cfa(cfa)
     x, shape = _flat(raw)
     h, w = x.shape[-2:]
+    if not _grad_needed(x) and h % 2 == 0 and w % 2 == 0 and h > 2 and w > 2:
+        return _menon_on_sites(x, cfa, refining_step).reshape(shape[:-3] + (3, h, w))
     m_r, m_g, m_b = _site_masks(cfa, h, w, x)
     rows = torch.arange(h, device=x.device).reshape(1, 1, h, 1)
     colours = cfa_channel_indices(cfa)
@@ -502,8 +657,8 @@ def demosaic_menon2007(raw: Tensor, cfa: str, refining_step: bool = True) -> Ten
     # 2. decision from colour-difference gradients
     c_h = x - g_h  # colour differences R-G / B-G; exactly 0 at G sites, where g_h = x
     c_v = x - g_v
-    d_h = (c_h - _pad_reflect(c_h, 0, 2)[..., :, 4:]).abs()  # |C(i, j) - C(i, j + 2)|
-    d_v = (c_v - _pad_reflect(c_v, 2, 0)[..., 4:, :]).abs()
+    d_h = _abs_diff_ahead(c_h, vertical=False)  # |C(i, j) - C(i, j + 2)|
+    d_v = _abs_diff_ahead(c_v, vertical=True)
     # Menon's classifier window (colour-demosaicing's kernel used as a convolution): the
     # gradient at the pixel and two to its left (above, for vertical) weigh 3, the others 1.
     sum_h = _menon_window(d_h, vertical=False)
@@ -530,6 +685,129 @@ def demosaic_menon2007(raw: Tensor, cfa: str, refining_step: bool = True) -> Ten
     if refining_step:
         r, g, b = _menon_refine(r, g, b, m_r, m_g, m_b, g_in_r_row, g_in_b_row, horizontal)
     return torch.cat([r, g, b], dim=1).reshape(shape[:-3] + (3, h, w))
+
+
+def _sites_at(t: Tensor, pad: int, pos: int, dy: int = 0, dx: int = 0) -> Tensor:
+    """Strided view (N, C, H/2, W/2) of ``t`` (N, C, H + 2 pad, W + 2 pad), padded by ``pad``:
+    the samples at offset (dy, dx) from every site of one position of the 2x2 cell."""
+    py, px = divmod(pos, 2)
+    h, w = t.shape[-2] - 2 * pad, t.shape[-1] - 2 * pad
+    y0, x0 = pad + py + dy, pad + px + dx
+    return t[..., y0 : y0 + h : 2, x0 : x0 + w : 2]
+
+
+def _line_at(padded: Tensor, pad: int, pos: int, taps: Sequence[float], vertical: bool,
+             out: Tensor | None = None) -> Tensor:
+    """:func:`_line` evaluated only at the sites of cell position ``pos``, from the reflect
+    padded input (same taps in the same order); optionally written into ``out``."""
+    c = len(taps) // 2
+    first = True
+    for i, wt in enumerate(taps):
+        if not wt:
+            continue
+        part = _sites_at(padded, pad, pos, i - c, 0) if vertical else _sites_at(padded, pad, pos, 0, i - c)
+        if first:
+            out = part * wt if out is None else torch.mul(part, wt, out=out)
+            first = False
+        else:
+            out.add_(part, alpha=wt)
+    return out
+
+
+def _padded_difference(a: Tensor, b: Tensor, pad: int = 1) -> Tensor:
+    """``_pad_reflect(a - b, pad, pad)`` written straight into the padded buffer (no copy of
+    the difference), the border then filled by reflection like ``F.pad(mode="reflect")``."""
+    h, w = a.shape[-2:]
+    _require_size(a, pad, pad)
+    out = a.new_empty(a.shape[:-2] + (h + 2 * pad, w + 2 * pad))
+    torch.sub(a, b, out=out[..., pad : pad + h, pad : pad + w])
+    for k in range(1, pad + 1):  # rows first, then whole columns (which fills the corners)
+        out[..., pad - k, pad : pad + w] = out[..., pad + k, pad : pad + w]
+        out[..., pad + h - 1 + k, pad : pad + w] = out[..., pad + h - 1 - k, pad : pad + w]
+    for k in range(1, pad + 1):
+        out[..., :, pad - k] = out[..., :, pad + k]
+        out[..., :, pad + w - 1 + k] = out[..., :, pad + w - 1 - k]
+    return out
+
+
+def _menon_on_sites(x: Tensor, cfa: str, refining_step: bool) -> Tensor:
+    """:func:`demosaic_menon2007` without autograd for even H and W (N, 1, H, W) -> (N, 3, H, W).
+
+    The same arithmetic, but every interpolation after the direction decision is evaluated
+    only at the sites whose value it sets (a quarter of the pixels), through strided views
+    of the reflect-padded full-resolution inputs (so the borders are the same), and written
+    in place into the output. Tested equal to the general path to float rounding.
+    """
+    colours = cfa_channel_indices(cfa)
+    r_pos, b_pos = colours.index(0), colours.index(2)
+    gr_pos, gb_pos = r_pos ^ 1, b_pos ^ 1  # the G site in an R row, in a B row
+    n, _, h, w = x.shape
+    taps5, third, half = (-0.25, 0.5, 0.5, 0.5, -0.25), (1 / 3, 1 / 3, 1 / 3), (0.5, 0.0, 0.5)
+    at = _sites_at
+
+    # 1. directional green at R and B sites (G sites keep the mosaic)
+    xp = _pad_reflect(x, 2, 2)
+    g_h, g_v = x.clone(), x.clone()
+    for pos in (r_pos, b_pos):
+        _line_at(xp, 2, pos, taps5, False, out=at(g_h, 0, pos))
+        _line_at(xp, 2, pos, taps5, True, out=at(g_v, 0, pos))
+
+    # 2. decision (full resolution, as in the general path)
+    d_h = _abs_diff_ahead(x - g_h, vertical=False)
+    d_v = _abs_diff_ahead(x - g_v, vertical=True)
+    horizontal = _menon_window(d_v, vertical=True) >= _menon_window(d_h, vertical=False)
+    out = x.new_zeros((n, 3, h, w))
+    r, g, b = out[:, 0:1], out[:, 1:2], out[:, 2:3]
+    torch.where(horizontal, g_h, g_v, out=g)
+
+    # 3. R and B at G sites along the row / column of their neighbours, then R at B and B at R
+    at(r, 0, r_pos).copy_(at(x, 0, r_pos))
+    at(b, 0, b_pos).copy_(at(x, 0, b_pos))
+    r_diff, b_diff = _padded_difference(r, g), _padded_difference(b, g)
+    for dst, diff, pos, vertical in ((r, r_diff, gr_pos, False), (r, r_diff, gb_pos, True),
+                                     (b, b_diff, gr_pos, True), (b, b_diff, gb_pos, False)):
+        _line_at(diff, 1, pos, half, vertical, out=at(dst, 0, pos)).add_(at(g, 0, pos))
+    rb = _padded_difference(r, b)  # (B - R is its exact negative)
+    for pos, sign, dst, other in ((b_pos, 1.0, r, b), (r_pos, -1.0, b, r)):
+        along = torch.where(at(horizontal, 0, pos), _line_at(rb, 1, pos, half, False),
+                            _line_at(rb, 1, pos, half, True))
+        torch.add(at(other, 0, pos), along, alpha=sign, out=at(dst, 0, pos))
+
+    if refining_step:
+        # green at R and B sites from the smoothed colour difference along the chosen direction
+        r_diff, b_diff = _padded_difference(r, g), _padded_difference(b, g)
+        for pos, own, diff in ((r_pos, r, r_diff), (b_pos, b, b_diff)):
+            along = torch.where(at(horizontal, 0, pos), _line_at(diff, 1, pos, third, False),
+                                _line_at(diff, 1, pos, third, True))
+            torch.sub(at(own, 0, pos), along, out=at(g, 0, pos))
+        # R and B at G sites from the neighbouring colour differences
+        r_diff, b_diff = _padded_difference(r, g), _padded_difference(b, g)
+        for dst, diff, pos, vertical in ((r, r_diff, gr_pos, False), (r, r_diff, gb_pos, True),
+                                         (b, b_diff, gb_pos, False), (b, b_diff, gr_pos, True)):
+            torch.add(at(g, 0, pos), _line_at(diff, 1, pos, half, vertical), out=at(dst, 0, pos))
+        # R at B sites and B at R sites from the smoothed R-B difference
+        rb = _padded_difference(r, b)
+        for pos, sign, dst, other in ((b_pos, 1.0, r, b), (r_pos, -1.0, b, r)):
+            along = torch.where(at(horizontal, 0, pos), _line_at(rb, 1, pos, third, False),
+                                _line_at(rb, 1, pos, third, True))
+            torch.add(at(other, 0, pos), along, alpha=sign, out=at(dst, 0, pos))
+    return out
+
+
+def _abs_diff_ahead(c: Tensor, vertical: bool) -> Tensor:
+    """``|C(i, j) - C(i, j + 2)|`` (or ``C(i + 2, j)``), reflect borders: the last two columns
+    (rows) compare with ``C(W - 2)`` and ``C(W - 3)``. Without autograd no padded copy is made."""
+    dim = -2 if vertical else -1
+    size = c.shape[dim]
+    if _grad_needed(c) or size < 3:
+        pad = (0, 2, 0, 0) if not vertical else (0, 0, 0, 2)
+        _require_size(c, *((2, 0) if vertical else (0, 2)))
+        ahead = F.pad(c, pad, mode="reflect").narrow(dim, 2, size)
+        return (c - ahead).abs()
+    out = torch.empty_like(c)
+    torch.sub(c.narrow(dim, 0, size - 2), c.narrow(dim, 2, size - 2), out=out.narrow(dim, 0, size - 2))
+    torch.sub(c.narrow(dim, size - 2, 2), c.narrow(dim, size - 3, 2).flip(dim), out=out.narrow(dim, size - 2, 2))
+    return out.abs_()
 
 
 def _menon_refine(r, g, b, m_r, m_g, m_b, g_in_r_row, g_in_b_row, horizontal):
@@ -571,6 +849,7 @@ def _menon_window(d: Tensor, vertical: bool) -> Tensor:
 
 
 _DEMOSAICERS = {"bi": demosaic_bilinear, "ma": demosaic_malvar2004, "me": demosaic_menon2007}
+_FIXED_KERNELS = {demosaic_bilinear: _BILINEAR_KERNELS, demosaic_malvar2004: _MALVAR_KERNELS}
 _DEMOSAIC_ALIASES = {**{k: k for k in DEMOSAIC_METHODS}, **{v: k for k, v in DEMOSAIC_METHODS.items()}}
 
 
@@ -637,7 +916,44 @@ def colour_correct(rgb: Tensor, ccm: Sequence | Tensor) -> Tensor:
         raise ValueError(f"ccm must have shape (3, 3) or (*, 3, 3), got {tuple(m.shape)}")
     if m.dim() - 2 > rgb.dim() - 3:
         raise ValueError(f"ccm has shape {tuple(m.shape)}: too many leading dims for rgb {tuple(rgb.shape)}")
+    if m.dim() == 2:
+        return _ColourMix.apply(rgb, m)
     return torch.einsum("...ij,...jhw->...ihw", m, rgb)
+
+
+def _mix_planes(rgb: Tensor, rows: list[list[float]]) -> Tensor:
+    """``out_i = sum_j rows[i][j] * rgb_j`` for (*, 3, H, W) as nine plane-wise multiply-adds
+    into one output, about 2.5x faster on CPU than ``einsum``'s batched matmul (inner dim 3)."""
+    out = torch.empty_like(rgb)
+    planes = rgb.unbind(-3)
+    for i, row in enumerate(rows):
+        plane = out.select(-3, i)
+        torch.mul(planes[0], row[0], out=plane)
+        plane.add_(planes[1], alpha=row[1]).add_(planes[2], alpha=row[2])
+    return out
+
+
+class _ColourMix(torch.autograd.Function):
+    """A single (3, 3) colour matrix on (*, 3, H, W): :func:`_mix_planes` forward; backward
+    ``grad_rgb = m^T grad`` the same way and ``grad_m`` as one (3, 3) reduction (a matmul
+    over all pixels)."""
+
+    @staticmethod
+    def forward(ctx, rgb: Tensor, m: Tensor) -> Tensor:
+        ctx.save_for_backward(rgb, m)
+        return _mix_planes(rgb, m.tolist())
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        rgb, m = ctx.saved_tensors
+        grad_rgb = grad_m = None
+        if ctx.needs_input_grad[0]:
+            grad_rgb = _mix_planes(grad, m.T.tolist())
+        if ctx.needs_input_grad[1]:
+            g = grad.reshape(-1, 3, grad.shape[-2] * grad.shape[-1])
+            x = rgb.expand_as(grad).reshape(-1, 3, grad.shape[-2] * grad.shape[-1])
+            grad_m = torch.bmm(g, x.transpose(1, 2)).sum(0)
+        return grad_rgb, grad_m
 
 
 # --------------------------------------------------------------------------- stages 5-6: luma filters
@@ -673,8 +989,9 @@ def _kernel_op(kernel: Sequence | Tensor, like: Tensor):
 
 def _luma(rgb: Tensor) -> Tensor:
     """Y of YUV (BT.601 weights, as kornia.color.rgb_to_yuv) of (N, 3, H, W) -> (N, 1, H, W)."""
-    weights = torch.tensor(_LUMA, dtype=rgb.dtype, device=rgb.device).reshape(1, 3, 1, 1)
-    return (rgb * weights).sum(dim=1, keepdim=True)
+    r, g, b = rgb.split(1, dim=1)
+    # three fused multiply-adds on the planes: half the memory traffic of (rgb * w).sum(1)
+    return (r * _LUMA[0]).add_(g, alpha=_LUMA[1]).add_(b, alpha=_LUMA[2])
 
 
 def _on_luma(rgb: Tensor, op) -> Tensor:
@@ -740,8 +1057,13 @@ def _unsharp_op(radius: float, amount: Tensor | float):
 
     def op(y: Tensor) -> Tensor:
         _require_size(y, size // 2, size // 2)
-        blur = kornia.filters.gaussian_blur2d(y, (size, size), (radius, radius), border_type="reflect")
-        return y + amt * (y - blur)
+        if isinstance(amt, Tensor):
+            return y + amt * (y - _gaussian_blur(y, radius, size))
+        # a constant amount: (1 + a) y - a G y, the blur's column pass weighted by -a and
+        # accumulated onto (1 + a) y (two passes fewer than forming y - G y)
+        taps, c = _gaussian_taps(radius, size), size // 2
+        rows = _shifted_sum(y, {(0, i - c): t for i, t in enumerate(taps)})
+        return _shifted_sum(rows, {(i - c, 0): -amt * t for i, t in enumerate(taps)}).add_(y, alpha=1.0 + amt)
 
     return op
 
@@ -786,9 +1108,10 @@ def _median3x3(y: Tensor) -> Tensor:
     ``med3(max of the column minima, med3 of the column medians, min of the column maxima)``.
     Tested equal to :func:`kornia.filters.median_blur` and ``scipy.ndimage.median_filter``.
     """
-    h, w = y.shape[-2:]
     p = _pad_reflect(y, 1, 1)
     a, b, c = p[..., :-2, :], p[..., 1:-1, :], p[..., 2:, :]  # the three rows of each column
+    if not _grad_needed(y):
+        return _median3x3_(a, b, c)
     lo, hi = torch.minimum(a, b), torch.maximum(a, b)
     mid = torch.maximum(lo, torch.minimum(hi, c))
     lo, hi = torch.minimum(lo, c), torch.maximum(hi, c)
@@ -799,8 +1122,30 @@ def _median3x3(y: Tensor) -> Tensor:
     return torch.maximum(torch.minimum(lo, mid), torch.minimum(torch.maximum(lo, mid), hi))
 
 
+def _median3x3_(a: Tensor, b: Tensor, c: Tensor) -> Tensor:
+    """:func:`_median3x3` from the three row views of the padded image, without autograd: the
+    same 18 min/max operations, written into five buffers (``out=``) instead of 18 new tensors."""
+    lo, hi = torch.minimum(a, b), torch.maximum(a, b)
+    mid = torch.minimum(hi, c)
+    torch.maximum(lo, mid, out=mid)
+    torch.minimum(lo, c, out=lo)
+    torch.maximum(hi, c, out=hi)
+    lo3 = torch.maximum(lo[..., :-2], lo[..., 1:-1])
+    torch.maximum(lo3, lo[..., 2:], out=lo3)
+    hi3 = torch.minimum(hi[..., :-2], hi[..., 1:-1])
+    torch.minimum(hi3, hi[..., 2:], out=hi3)
+    m0, m1, m2 = mid[..., :-2], mid[..., 1:-1], mid[..., 2:]
+    low, high = torch.minimum(m0, m1), torch.maximum(m0, m1)
+    torch.minimum(high, m2, out=high)
+    torch.maximum(low, high, out=low)  # med3 of the column medians
+    torch.maximum(lo3, low, out=high)
+    torch.minimum(high, hi3, out=high)  # min(max(lo, mid), hi)
+    torch.minimum(lo3, low, out=lo3)
+    return torch.maximum(lo3, high, out=high)
+
+
 def denoise_gaussian(rgb: Tensor, sigma: float = 0.5, kernel_size: int | None = None) -> Tensor:
-    """Gaussian blur of the luma (paper label ``ga``), with :func:`kornia.filters.gaussian_blur2d`.
+    """Gaussian blur of the luma (paper label ``ga``), as :func:`kornia.filters.gaussian_blur2d`.
 
     The window is truncated at ``4 * sigma`` like ``scipy.ndimage.gaussian_filter``: for
     sigma 0.5 a 5x5 window (a 3x3 window would drop taps of weight 3.4e-4 and renormalise).
@@ -831,9 +1176,30 @@ def denoise_gaussian(rgb: Tensor, sigma: float = 0.5, kernel_size: int | None = 
 def _gauss_op(sigma: float, size: int):
     def op(y: Tensor) -> Tensor:
         _require_size(y, size // 2, size // 2)
-        return kornia.filters.gaussian_blur2d(y, (size, size), (sigma, sigma), "reflect")
+        return _gaussian_blur(y, sigma, size)
 
     return op
+
+
+@lru_cache(maxsize=None)
+def _gaussian_taps(sigma: float, size: int) -> tuple[float, ...]:
+    """Normalised 1-D Gaussian weights of odd length ``size`` (kornia's ``get_gaussian_kernel1d``)."""
+    x = np.arange(size, dtype=np.float64) - size // 2
+    g = np.exp(-(x**2) / (2.0 * sigma**2))
+    return tuple((g / g.sum()).tolist())
+
+
+def _gaussian_blur(y: Tensor, sigma: float, size: int) -> Tensor:
+    """Separable Gaussian blur of (N, C, H, W), reflect borders: a row pass, then a column pass.
+
+    The same definition as :func:`kornia.filters.gaussian_blur2d` (tested equal to float
+    rounding), computed as two sums of shifted views (:func:`_shifted_sum`), which on CPU is
+    about 1.5x faster than kornia's implementation for these 5- and 9-tap windows.
+    """
+    taps = _gaussian_taps(sigma, size)
+    c = size // 2
+    rows = _shifted_sum(y, {(0, i - c): t for i, t in enumerate(taps)})
+    return _shifted_sum(rows, {(i - c, 0): t for i, t in enumerate(taps)})
 
 
 def _gaussian_kernel(sigma: float, size: int, like: Tensor) -> Tensor:
@@ -874,8 +1240,48 @@ def gamma_encode(rgb_lin: Tensor, gamma: float | Tensor = 2.2) -> Tensor:
     # exp(log(x) / gamma) is the power law (3x faster than pow on CPU); the clamp keeps log
     # finite, and the factor min(1, x / eps) turns the curve into the line x * eps**(1/g - 1)
     # below eps. Both clamps also clip to [0, 1].
+    if _grad_needed(rgb_lin, inv):
+        return _GammaEncode.apply(rgb_lin, inv)
     power = torch.exp(torch.log(rgb_lin.clamp(_GAMMA_EPS, 1.0)) * inv)
     return power * (rgb_lin * (1.0 / _GAMMA_EPS)).clamp(0.0, 1.0)
+
+
+class _GammaEncode(torch.autograd.Function):
+    """:func:`gamma_encode`'s formula with a hand-written backward.
+
+    The derivative is the one autograd takes through the composite (tested equal, the
+    clamps' ends included, where autograd passes no gradient), but computed from saved
+    forward values in fewer and cheaper passes: ``d out / d x`` is
+    ``toe * power / gamma / xc`` on ``(eps, 1)`` plus ``power / eps`` on ``(0, eps)``, each
+    masked by one fused ``hardtanh_backward`` (the backward of a clamp, without the boolean
+    masks and ``where`` of autograd's), and ``d out / d (1/gamma) = out * log(xc)``.
+    """
+
+    @staticmethod
+    def forward(ctx, rgb_lin: Tensor, inv: Tensor) -> Tensor:
+        xc = rgb_lin.clamp(_GAMMA_EPS, 1.0)
+        log_xc = torch.log(xc)
+        power = torch.exp(log_xc * inv)
+        scaled = rgb_lin * (1.0 / _GAMMA_EPS)
+        out = power * scaled.clamp(0.0, 1.0)
+        ctx.save_for_backward(rgb_lin, xc, log_xc, power, scaled, out, inv)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        rgb_lin, xc, log_xc, power, scaled, out, inv = ctx.saved_tensors
+        grad_x = grad_inv = None
+        grad_out = grad * out
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.ops.aten.hardtanh_backward((grad_out * inv).div_(xc), rgb_lin, _GAMMA_EPS, 1.0)
+            grad_toe = (grad * power).mul_(1.0 / _GAMMA_EPS)
+            grad_x.add_(torch.ops.aten.hardtanh_backward(grad_toe, scaled, 0.0, 1.0))
+        if ctx.needs_input_grad[1]:
+            if inv.numel() == 1:
+                grad_inv = torch.vdot(grad_out.reshape(-1), log_xc.reshape(-1)).reshape(inv.shape)
+            else:
+                grad_inv = grad_out.mul_(log_xc).sum_to_size(inv.shape)
+        return grad_x, grad_inv
 
 
 # --------------------------------------------------------------------------- camera values
@@ -1037,10 +1443,20 @@ def _chain(raw: Tensor, cfa: str, black: Tensor, white: Tensor, gains: Tensor, c
     and the clip folded into the gamma curve. The staged and fused paths agree to float
     rounding (tested).
     """
-    x = subtract_black_level(raw, black, white)
-    cam = demosaic_fn(x, cfa)
+    kernels = _FIXED_KERNELS.get(demosaic_fn)
+    if (not return_stages and kernels is not None and raw.shape[-2] % 2 == 0 and raw.shape[-1] % 2 == 0
+            and black.dim() <= 1 and white.dim() <= 1 and not _grad_needed(raw, black, white)):
+        # black level folded into the demosaicing taps: one pass over the mosaic less
+        scale = 1.0 / (white - black).expand(4)
+        affine = (scale.tolist(), (-black.expand(4) * scale).tolist())
+        cam = _demosaic_fixed(raw, cfa, kernels, affine)
+    else:
+        x = subtract_black_level(raw, black, white)
+        cam = demosaic_fn(x, cfa)
     if not return_stages:
         m = ccm * gains.unsqueeze(-2)  # ccm @ diag(gains)
+        if not _grad_needed(cam, m, gamma):
+            return _fused_tail_(cam, m, sharpen_op, denoise_op, gamma)
         lin, shape = _flat(colour_correct(cam, m))
         y = _luma(lin)
         out = lin + (denoise_op(sharpen_op(y)) - y)
@@ -1061,6 +1477,43 @@ def _chain(raw: Tensor, cfa: str, black: Tensor, white: Tensor, gains: Tensor, c
     x = gamma_encode(x, gamma)
     stages["gamma"] = x
     return x, stages
+
+
+def _fused_tail_(cam: Tensor, m: Tensor, sharpen_op, denoise_op, gamma) -> Tensor:
+    """The fused chain after demosaicing, without autograd: colour matrix ``m`` (white balance
+    folded in), both luma filters, clip and gamma, written into fresh tensors in place.
+
+    Same arithmetic as the autograd path of :func:`_chain` (float rounding aside): a constant
+    (3, 3) matrix is applied as nine plane-wise multiply-adds into one output (about 2.5x
+    faster than ``einsum``'s batched matmul with an inner dimension of 3), and
+    :func:`_gamma_encode_` works in place.
+    """
+    flat, shape = _flat(cam)
+    if m.dim() == 2:
+        lin = _mix_planes(flat, m.tolist())
+    else:
+        lin, _ = _flat(colour_correct(cam, m))
+    y = _luma(lin)
+    filtered = denoise_op(sharpen_op(y))
+    delta = filtered.sub_(y) if filtered is not y else torch.zeros_like(y)
+    lin.add_(delta)  # the luma change goes to R, G and B alike (see _on_luma)
+    return _gamma_encode_(lin, gamma).reshape(shape)
+
+
+def _gamma_encode_(rgb_lin: Tensor, gamma) -> Tensor:
+    """:func:`gamma_encode` in place on a fresh tensor, for a single gamma and no autograd.
+
+    Same formula and operations, written as one clamped copy and six in-place passes (one
+    allocation instead of four). A per-image gamma falls back to :func:`gamma_encode`.
+    """
+    if isinstance(gamma, Tensor):
+        if gamma.numel() != 1:
+            return gamma_encode(rgb_lin, gamma)
+        gamma = float(gamma)
+    inv = 1.0 / gamma
+    power = rgb_lin.clamp(_GAMMA_EPS, 1.0).log_().mul_(inv).exp_()
+    toe = rgb_lin.mul_(1.0 / _GAMMA_EPS).clamp_(0.0, 1.0)  # min(1, x / eps), clipped at 0
+    return power.mul_(toe)
 
 
 class StaticDataModel(nn.Module):
@@ -1095,9 +1548,48 @@ class StaticDataModel(nn.Module):
         return f"preset={self.preset!r}, cfa={self.camera.cfa!r}"
 
 
-def _render(raw, preset, camera, black, white, gains, ccm, return_stages):
+# A large frame is rendered in bands of about this many pixels (see _render_in_bands), and
+# the reach of each stage in pixels bounds the halo a band needs (Menon's: its chain of
+# 5- and 3-tap filters and 5x5 windows, 11 rows, rounded up).
+_BAND_PIXELS = 1 << 19
+_REACH = {"bi": 1, "ma": 2, "me": 12, "s": 1, "u": 4, "ga": 2, "me_denoise": 1}
+
+
+def _render_in_bands(raw: Tensor, preset: str, render_fn) -> Tensor:
+    """``render_fn(raw)`` on overlapping bands of rows of a large frame (without autograd).
+
+    Each band carries a halo of rows on both sides longer than the reach of all stages
+    together, so its centre rows equal the whole-frame result exactly (tested bitwise); bands
+    start on even rows (same CFA phase), and the frame's own first and last rows are still
+    reflect-padded. Bands keep each stage's buffers small enough for the CPU caches: about
+    1.3x faster on a 4-megapixel frame. Small inputs (a batch of tiles) run in one piece.
+    """
     d, s, n = parse_preset(preset)
+    halo = _REACH[d] + _REACH[s] + _REACH["ga" if n == "ga" else "me_denoise"] + 2
+    halo += halo % 2
+    flat, shape = _flat(raw)
+    h, w = flat.shape[-2:]
+    rows = max(4 * halo, _BAND_PIXELS // (flat.shape[0] * w) // 2 * 2)
+    if h <= rows + 2 * halo or h % 2 or w % 2:  # (odd sizes take other code paths)
+        return render_fn(raw)
+    out = flat.new_empty(flat.shape[:-3] + (3, h, w))
+    for top in range(0, h, rows):
+        bottom = min(h, top + rows)
+        lo, hi = max(0, top - halo), min(h, bottom + halo)
+        out[..., top:bottom, :] = render_fn(flat[..., lo:hi, :])[..., top - lo : bottom - lo, :]
+    return out.reshape(shape[:-3] + (3, h, w))
+
+
+def _render(raw, preset, camera, black, white, gains, ccm, return_stages):
     _check_image(raw, 1, "raw")
+    if return_stages or _grad_needed(raw, black, white, gains, ccm):
+        return _render_whole(raw, preset, camera, black, white, gains, ccm, return_stages)
+    return _render_in_bands(raw, preset,
+                            lambda band: _render_whole(band, preset, camera, black, white, gains, ccm, False))
+
+
+def _render_whole(raw, preset, camera, black, white, gains, ccm, return_stages):
+    d, s, n = parse_preset(preset)
     demosaic_fn = _DEMOSAICERS[d]
     sharpen_op = _kernel_op(SHARPEN_KERNEL, raw) if s == "s" else _unsharp_op(1.0, 1.0)
     denoise_op = _median_op(3) if n == "me" else _gauss_op(0.5, _gaussian_size(0.5))

@@ -602,3 +602,93 @@ def test_module_moves_dtype():
     model = isp.StaticDataModel("me,s,me", CAMERA).double()
     out = model(torch.rand(1, 1, 16, 16, dtype=torch.float64) * 1000)
     assert out.dtype == torch.float64 and math.isfinite(float(out.sum()))
+
+
+# --------------------------------------------------------------------------- fast paths (no autograd)
+# Without autograd the chain runs faster code (in place, on CFA sites only, in row bands); each
+# must give what the general path gives. Passing an input that requires grad forces the general
+# path, so the two are compared directly.
+
+
+@pytest.mark.parametrize("cfa", CFA_PATTERNS)
+@pytest.mark.parametrize("preset", isp.PRESETS)
+def test_fast_render_path_equals_autograd_path(preset, cfa):
+    cam = camera(cfa)
+    raw = torch.from_numpy(raw_dn(cfa, cam, 24, 30)).repeat(2, 1, 1, 1)
+    fast = isp.render(raw, preset, cam)
+    general = isp.render(raw.clone().requires_grad_(), preset, cam).detach()
+    torch.testing.assert_close(fast, general, rtol=0, atol=1e-12)
+    with torch.inference_mode():
+        torch.testing.assert_close(isp.render(raw.float(), preset, cam).double(), general, rtol=0, atol=2e-4)
+
+
+@pytest.mark.parametrize("refining_step", [True, False])
+@pytest.mark.parametrize("cfa", CFA_PATTERNS)
+def test_menon_on_sites_equals_general_path(cfa, refining_step):
+    """The site-wise Menon (even sizes, no autograd) is the same arithmetic as the full-image one."""
+    g = torch.Generator().manual_seed(3)
+    for shape in [(2, 1, 20, 26), (1, 1, 4, 6), (2, 2, 1, 12, 10)]:
+        x = torch.rand(shape, dtype=torch.float64, generator=g)
+        fast = isp.demosaic_menon2007(x, cfa, refining_step)
+        general = isp.demosaic_menon2007(x.clone().requires_grad_(), cfa, refining_step).detach()
+        torch.testing.assert_close(fast, general, rtol=0, atol=1e-14)
+
+
+def test_render_in_row_bands_equals_whole_frame(monkeypatch):
+    """Large frames are rendered in overlapping bands of rows: bit-identical to one piece."""
+    cam = camera("GBRG")
+    raw = torch.from_numpy(raw_dn("GBRG", cam, 130, 40, seed=2)).float()[None, None]
+    whole = {p: isp.render(raw, p, cam) for p in isp.PRESETS}
+    monkeypatch.setattr(isp, "_BAND_PIXELS", 40 * 20)  # bands of 20 rows + halos
+    for p in isp.PRESETS:
+        assert torch.equal(isp.render(raw, p, cam), whole[p]), p
+
+
+def test_pad_free_helpers_equal_padding():
+    g = torch.Generator().manual_seed(4)
+    for shape in [(2, 1, 9, 9), (1, 3, 20, 13), (1, 1, 4, 5)]:
+        x, y = torch.rand(shape, generator=g), torch.rand(shape, generator=g)
+        for pad in (1, 2):
+            assert torch.equal(isp._padded_difference(x, y, pad), isp._pad_reflect(x - y, pad, pad))
+        for vertical, dim in ((False, -1), (True, -2)):
+            padding = (0, 0, 0, 2) if vertical else (0, 2, 0, 0)
+            ahead = torch.nn.functional.pad(x, padding, mode="reflect").narrow(dim, 2, x.shape[dim])
+            assert torch.equal(isp._abs_diff_ahead(x, vertical), (x - ahead).abs())
+
+
+def test_gaussian_blur_equals_kornia():
+    g = torch.Generator().manual_seed(5)
+    y = torch.rand(2, 1, 17, 23, dtype=torch.float64, generator=g)
+    for sigma, size in [(0.5, 5), (1.0, 9), (1.5, 13)]:
+        expected = kornia.filters.gaussian_blur2d(y, (size, size), (sigma, sigma), border_type="reflect")
+        torch.testing.assert_close(isp._gaussian_blur(y, sigma, size), expected, rtol=0, atol=1e-14)
+
+
+def test_gamma_backward_equals_autograd_through_the_formula():
+    """The hand-written backward gives autograd's derivative of the composite formula, clamp
+    ends included (values exactly at 0, eps and 1), for a shared and a per-image gamma."""
+    eps = isp._GAMMA_EPS
+    for dtype in (torch.float32, torch.float64):
+        v = torch.tensor([-0.5, 0.0, 1e-9, eps, 2e-6, 0.3, 1.0, 2.0], dtype=dtype)
+        v = torch.cat([v, torch.rand(100, dtype=dtype) * 1.4 - 0.2]).view(1, 1, 1, -1).expand(2, 3, 1, -1)
+        for gamma in (torch.tensor(2.2, dtype=dtype), torch.tensor([2.2, 1.7], dtype=dtype)):
+            x1, g1 = v.clone().requires_grad_(), gamma.clone().requires_grad_()
+            x2, g2 = v.clone().requires_grad_(), gamma.clone().requires_grad_()
+            weights = torch.rand(v.shape, dtype=dtype)
+            (isp.gamma_encode(x1, g1) * weights).sum().backward()
+            inv = 1.0 / (g2.reshape(-1, 1, 1, 1) if g2.dim() else g2)
+            ref_out = torch.exp(torch.log(x2.clamp(eps, 1.0)) * inv) * (x2 * (1.0 / eps)).clamp(0.0, 1.0)
+            (ref_out * weights).sum().backward()
+            assert torch.equal(x1.grad, x2.grad)
+            torch.testing.assert_close(g1.grad, g2.grad)
+
+
+def test_colour_matrix_and_plane_demosaic_gradcheck():
+    g = torch.Generator().manual_seed(6)
+    rgb = torch.rand(2, 3, 4, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    m = torch.randn(3, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    assert torch.autograd.gradcheck(isp.colour_correct, (rgb, m))
+    torch.testing.assert_close(isp.colour_correct(rgb, m), torch.einsum("ij,njhw->nihw", m, rgb))
+    raw = torch.rand(2, 1, 6, 8, dtype=torch.float64, generator=g, requires_grad=True)
+    for method in ("bi", "ma"):
+        assert torch.autograd.gradcheck(lambda x: isp.demosaic(x, "BGGR", method), (raw,))
