@@ -1,7 +1,8 @@
 """Wall time and peak memory of the whole notebook collection (``python -m drifthelpers run``).
 
 Runs the README's main job in a child process and samples the memory of its whole
-process tree (the runner and every notebook kernel it starts) every 0.5 s (about 7 ms of one core per process per sample):
+process tree (the runner and every notebook kernel it starts) every 0.5 s (reading
+``/proc/<pid>/smaps`` costs about 7 ms of one core per process and sample):
 
 * peak PSS, summed over the tree: the memory the run really occupies (shared
   library pages are split between the processes that map them);
