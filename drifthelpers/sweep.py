@@ -309,14 +309,9 @@ def _local_engine(specs: list[dict], workers: int, address: str | None) -> Itera
 
 
 def _dask_engine(specs: list[dict], workers: int, address: str | None) -> Iterator[dict]:
-    try:
-        from distributed import Client, LocalCluster, as_completed
-    except ImportError:
-        raise SweepError(
-            "--engine dask needs Dask.distributed: pip install 'drifthelpers[cluster]' "
-            "(or pip install distributed)"
-        ) from None
     import logging
+
+    from distributed import Client, LocalCluster, as_completed  # presence checked by _check_engine
 
     cluster = None
     try:
