@@ -157,7 +157,7 @@ PROFILES: dict[str, dict[str, dict]] = {
     "quick": {
         "microscopy": dict(model="small_cnn", epochs=12, batch_size=8, lr=2e-3, data_lr=2e-3, image_size=64,
                            learn_demosaic=False),
-        "drone": dict(model="small_unet", epochs=12, batch_size=4, lr=2e-3, data_lr=2e-3, image_size=64,
+        "drone": dict(model="small_unet", epochs=12, batch_size=4, lr=2e-3, data_lr=2e-3, image_size=48,
                       learn_demosaic=False),
     },
     # the published sizes (GPU machine, real Zenodo data); data_lr is not published, 1e-3 is a guess
@@ -534,8 +534,14 @@ def _write_json(path: Path, obj: dict) -> None:
 
 
 def run_arms(data: JointData, config: JointConfig, seeds: Sequence[int], arms: Sequence[str] = ARMS,
-             cache_dir: str | os.PathLike | None = None, device="cpu", progress: bool = False) -> dict[str, list[ArmRun]]:
+             cache_dir: str | os.PathLike | None = None, device="cpu", progress: bool = False,
+             workers: int = 0) -> dict[str, list[ArmRun]]:
     """Train every arm for every seed (or load it from the JSON cache).
+
+    The runs that are not cached are independent jobs for
+    :func:`drifthelpers.parallel.run_jobs` (``workers=0``: one worker process per core on
+    the CPU, ``1``: in this process); each run is written to the cache as soon as it
+    finishes, so an interrupted call keeps what it finished.
 
     Args:
         cache_dir: folder of the JSON cache; ``None`` disables caching.
@@ -543,24 +549,37 @@ def run_arms(data: JointData, config: JointConfig, seeds: Sequence[int], arms: S
     Returns:
         ``{arm: [ArmRun per seed]}``.
     """
-    out: dict[str, list[ArmRun]] = {}
+    from .parallel import run_jobs
+
+    out: dict[str, list] = {arm: [None] * len(seeds) for arm in arms}
+    todo = []
     for arm in arms:
-        out[arm] = []
-        for seed in seeds:
+        for i, seed in enumerate(seeds):
             path = Path(cache_dir) / f"{_run_key(arm, config, data, seed)}.json" if cache_dir else None
-            run = None
             if path is not None and path.is_file():
                 try:
-                    run = ArmRun.from_dict(json.loads(path.read_text()))
-                    run.cached = True
-                except (ValueError, TypeError):  # a damaged entry is retrained, never trusted
-                    run = None
-            if run is None:
-                run = train_arm(arm, config, data, seed, device=device, progress=progress)
-                if path is not None:
-                    _write_json(path, run.to_dict())
-            out[arm].append(run)
+                    out[arm][i] = ArmRun.from_dict(json.loads(path.read_text()))
+                    out[arm][i].cached = True
+                    continue
+                except (ValueError, TypeError, KeyError):  # a damaged entry is retrained, never trusted
+                    pass
+            todo.append((arm, i, int(seed), str(path) if path is not None else None))
+    done = run_jobs(_arm_job, [(arm, seed, path) for arm, _, seed, path in todo], (data, config, str(device)),
+                    workers=workers, device=device, labels=[f"{config.dataset} {arm} seed {seed}" for arm, _, seed, _ in todo],
+                    desc=f"{config.dataset}: arms x seeds", progress=progress)
+    for (arm, i, _, _), run in zip(todo, done):
+        out[arm][i] = ArmRun.from_dict(run)
     return out
+
+
+def _arm_job(job: tuple, shared: tuple) -> dict:
+    """One (arm, seed) run of :func:`run_arms`, cached as soon as it ends. Runs in a worker."""
+    arm, seed, path = job
+    data, config, device = shared
+    run = train_arm(arm, config, data, seed, device=device)
+    if path is not None:
+        _write_json(Path(path), run.to_dict())
+    return run.to_dict()
 
 
 # --------------------------------------------------------------------------- statistics

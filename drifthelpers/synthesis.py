@@ -104,8 +104,8 @@ class SynthesisConfig:
 PROFILES = {
     # minutes on 2 CPU cores, on the mini data sets
     "quick": {
-        "microscopy": dict(model="small_cnn", epochs=20, batch_size=16, lr=1e-3, n_splits=2, image_size=64),
-        "drone": dict(model="small_unet", epochs=15, batch_size=8, lr=1e-3, n_splits=2, image_size=64),
+        "microscopy": dict(model="small_cnn", epochs=15, batch_size=16, lr=1e-3, n_splits=2, image_size=64),
+        "drone": dict(model="small_unet", epochs=12, batch_size=8, lr=1e-3, n_splits=2, image_size=48),
     },
     # the published sizes and hyper-parameters (GPU machine, real data)
     "paper": {
@@ -215,8 +215,11 @@ def _loader(ds, batch_size, shuffle, seed, num_samples=None):
 
 
 def train_task_model(train_ds, val_ds, config: TrainConfig, num_classes: int, cache: CheckpointCache | None = None,
-                     progress: bool = False, num_samples: int | None = None):
+                     progress: bool = False, num_samples: int | None = None, val_every: int = 1, device="cpu"):
     """Train (or load from the cache) one task model on a view dataset.
+
+    ``val_every``: score ``val_ds`` every that many epochs (and after the last one); the
+    history records those scores, the trained weights do not depend on it.
 
     Returns:
         ``(model, meta)`` where meta holds the history and whether it came from the cache.
@@ -230,11 +233,12 @@ def train_task_model(train_ds, val_ds, config: TrainConfig, num_classes: int, ca
     if cache is not None:
         meta = cache.load(key, {"task": model})
         if meta is not None:
-            model.eval()
+            model.to(device).eval()
             return model, {**meta, "cached": True, "key": key}
     train = _loader(train_ds, config.batch_size, True, config.seed, num_samples)
     val = _loader(val_ds, 64, False, 0) if val_ds is not None and len(val_ds) else None
-    history = fit(model, nn.Identity(), train, val, config, num_classes=out_classes, progress=progress)
+    history = fit(model, nn.Identity(), train, val, config, num_classes=out_classes, progress=progress,
+                  val_every=val_every, device=device)
     meta = {"config": config.to_dict(), "history": history.to_dict()}
     if cache is not None:
         cache.save(key, {"task": model}, meta)
@@ -246,7 +250,7 @@ def _metric_name(task: str) -> str:
 
 
 def cross_evaluate(models: dict[str, nn.Module], views: dict[str, torch.Tensor], targets: torch.Tensor,
-                   test_idx: Sequence[int], task: str, num_classes: int) -> np.ndarray:
+                   test_idx: Sequence[int], task: str, num_classes: int, device="cpu") -> np.ndarray:
     """Metric of every trained model (rows) on every test view (columns)."""
     metric = _metric_name(task)
     rows = []
@@ -254,7 +258,7 @@ def cross_evaluate(models: dict[str, nn.Module], views: dict[str, torch.Tensor],
         row = []
         for test_preset, v in views.items():
             loader = _loader(ViewDataset(v, targets, test_idx), 64, False, 0)
-            row.append(evaluate(model, nn.Identity(), loader, task, num_classes)[metric])
+            row.append(evaluate(model, nn.Identity(), loader, task, num_classes, device)[metric])
         rows.append(row)
     return np.array(rows)
 
@@ -269,8 +273,10 @@ def drop_matrix(matrix: np.ndarray) -> np.ndarray:
 
 def corruption_table(models: dict[str, nn.Module], views: dict[str, torch.Tensor], targets: torch.Tensor,
                      test_idx: Sequence[int], task: str, num_classes: int, severity: int = 3, seed: int = 0,
-                     corruptions: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:
-    """Metric of each model on its own view corrupted by each corruption (rows: models)."""
+                     corruptions: Sequence[str] | None = None, device="cpu") -> tuple[np.ndarray, list[str]]:
+    """Metric of each model on its own view corrupted by each corruption (rows: models).
+
+    Corruptions are computed on the CPU (their random draws then do not depend on the device)."""
     from . import corruptions as C
 
     names = list(corruptions or C.CORRUPTIONS)
@@ -282,9 +288,9 @@ def corruption_table(models: dict[str, nn.Module], views: dict[str, torch.Tensor
             g = torch.Generator().manual_seed(seed * 1000 + j)
 
             def transform(rgb, name=name, g=g):
-                return C.corrupt(rgb, name, severity, generator=g)
+                return C.corrupt(rgb.cpu(), name, severity, generator=g).to(rgb.device)
 
-            table[i, j] = evaluate(model, nn.Identity(), loader, task, num_classes, transform=transform)[metric]
+            table[i, j] = evaluate(model, nn.Identity(), loader, task, num_classes, device, transform=transform)[metric]
     return table, names
 
 
@@ -331,54 +337,60 @@ def compare_protocols(matrix: np.ndarray, corrupted: np.ndarray, presets: Sequen
 
 
 def run_synthesis(dataset, config: SynthesisConfig, cache_dir: str | Path | bool | None = None, progress: bool = True,
-                  mixed: bool = True) -> dict:
+                  mixed: bool = True, workers: int = 0, device="cpu") -> dict:
     """The whole drift-synthesis experiment on one data set.
+
+    Every task model (one per preset and split, plus the mixed-preset model per split) is an
+    independent job: trained (or loaded from the checkpoint cache), then evaluated on every
+    view and under every corruption. Jobs run in parallel worker processes
+    (:func:`drifthelpers.parallel.run_jobs`; ``workers=0`` picks one per core, ``1`` runs
+    them here); each job seeds itself, so the result does not depend on the order. On a GPU
+    (``device="cuda"``) the jobs run one after the other in this process.
 
     Returns a JSON-ready dict: presets, per-split and mean/std matrices, drop matrix,
     corruption table, protocol comparison (per split and on the means), targeted
-    generalisation (mixed-preset model) and timing/caching information.
+    generalisation (mixed-preset model) and caching information.
     """
     from .datasets import stratified_split
+    from .parallel import run_jobs
 
     task = config.task
     num_classes = len(getattr(dataset, "classes", [])) or 1
     cache = CheckpointCache(cache_dir or default_cache_dir()) if cache_dir is not False else None
-    views = render_views(dataset, config.presets, config.image_size, progress=progress)
+    views = render_views(dataset, config.presets, config.image_size, progress=progress, device=device)
     targets = _targets(dataset, config.image_size)
     strat = np.asarray(dataset.targets)
     groups = getattr(dataset, "frames", None)
     fingerprint = data_fingerprint(dataset, config)
 
-    matrices, corr_tables, mixed_rows, comparisons, histories, cached = [], [], [], [], {}, 0
-    splits = range(config.n_splits)
-    if progress:
-        from tqdm.auto import tqdm
-
-        splits = tqdm(splits, desc=f"{config.dataset}: splits", leave=False)
-    for k in splits:
+    jobs, labels = [], []
+    for k in range(config.n_splits):
         parts = stratified_split(strat, config.fractions, seed=config.seed + k, groups=groups)
         train_idx, val_idx = parts[0], parts[1]
         test_idx = parts[2] if len(parts) > 2 else parts[1]
-        models = {}
-        for preset in config.presets:
-            tc = train_config(config, preset, k, fingerprint)
-            model, meta = train_task_model(ViewDataset(views[preset], targets, train_idx),
-                                           ViewDataset(views[preset], targets, val_idx), tc, num_classes, cache)
-            models[preset] = model
-            cached += int(meta["cached"])
-            histories.setdefault(preset, []).append(meta["history"])
-        m = cross_evaluate(models, views, targets, test_idx, task, num_classes)
-        c, names = corruption_table(models, views, targets, test_idx, task, num_classes, config.severity, seed=k)
+        for preset in [*config.presets, *(["mixed"] if mixed else [])]:
+            jobs.append({"preset": preset, "split": k, "config": train_config(config, preset, k, fingerprint),
+                         "train": np.asarray(train_idx), "val": np.asarray(val_idx), "test": np.asarray(test_idx)})
+            labels.append(f"{config.dataset} split {k} model {preset}")
+    shared = {"views": views, "targets": targets, "task": task, "num_classes": num_classes,
+              "severity": config.severity, "cache": str(cache.root) if cache is not None else None,
+              "device": str(device)}
+    done = run_jobs(_synthesis_job, jobs, shared, workers=workers, device=device, labels=labels,
+                    desc=f"{config.dataset}: train and test", progress=progress)
+
+    matrices, corr_tables, mixed_rows, comparisons = [], [], [], []
+    names = list(done[0]["corruptions"]) if done and "corruptions" in done[0] else []
+    for k in range(config.n_splits):
+        rows = {(j["preset"]): r for j, r in zip(jobs, done) if j["split"] == k}
+        m = np.array([rows[p]["row"] for p in config.presets])
+        c = np.array([rows[p]["corruption"] for p in config.presets])
         matrices.append(m)
         corr_tables.append(c)
         if len(config.presets) > 1:
             comparisons.append(compare_protocols(m, c, list(config.presets)))
         if mixed:
-            tc = train_config(config, "mixed", k, fingerprint)
-            model, meta = train_task_model(MixedViewDataset(views, targets, train_idx), None, tc, num_classes, cache,
-                                           num_samples=len(train_idx))
-            cached += int(meta["cached"])
-            mixed_rows.append(cross_evaluate({"mixed": model}, views, targets, test_idx, task, num_classes)[0])
+            mixed_rows.append(np.array(rows["mixed"]["row"]))
+    cached = sum(int(r["cached"]) for r in done)
 
     mats = np.stack(matrices)
     corr = np.stack(corr_tables)
@@ -411,6 +423,30 @@ def run_synthesis(dataset, config: SynthesisConfig, cache_dir: str | Path | bool
             "mixed_worst_view": float(mixed_arr.mean(0).min()),
         }
     return result
+
+
+def _synthesis_job(job: dict, shared: dict) -> dict:
+    """One model of :func:`run_synthesis`: train (or load) it, test it on every view and
+    (single-preset models) under every corruption of its own view. Runs in a worker."""
+    views, targets, task, nc = shared["views"], shared["targets"], shared["task"], shared["num_classes"]
+    device = shared.get("device", "cpu")
+    cache = CheckpointCache(shared["cache"]) if shared["cache"] else None
+    preset, split = job["preset"], job["split"]
+    if preset == "mixed":
+        model, meta = train_task_model(MixedViewDataset(views, targets, job["train"]), None, job["config"], nc, cache,
+                                       num_samples=len(job["train"]), device=device)
+    else:
+        # the experiment reports test metrics only: validate after the last epoch (same weights, less work)
+        model, meta = train_task_model(ViewDataset(views[preset], targets, job["train"]),
+                                       ViewDataset(views[preset], targets, job["val"]), job["config"], nc, cache,
+                                       val_every=job["config"].epochs, device=device)
+    out = {"cached": bool(meta["cached"]),
+           "row": cross_evaluate({preset: model}, views, targets, job["test"], task, nc, device)[0].tolist()}
+    if preset != "mixed":
+        table, names = corruption_table({preset: model}, views, targets, job["test"], task, nc, shared["severity"],
+                                        seed=split, device=device)
+        out.update(corruption=table[0].tolist(), corruptions=names)
+    return out
 
 
 def default_cache_dir() -> Path:

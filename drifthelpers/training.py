@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 __all__ = [
+    "resolve_device",
     "seed_everything",
     "weak_augment",
     "confusion_matrix",
@@ -41,6 +42,29 @@ __all__ = [
     "CheckpointCache",
     "config_key",
 ]
+
+
+# --------------------------------------------------------------------------- devices
+
+
+def resolve_device(device: str | torch.device = "auto") -> str:
+    """The device to compute on: ``"auto"`` picks ``"cuda"`` when a GPU is usable, else ``"cpu"``.
+
+    Raises:
+        ValueError: an unknown device name, or ``"cuda"`` asked for where no GPU is usable.
+    """
+    name = str(device).strip().lower()
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind = torch.device(name).type
+    except RuntimeError as exc:
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}") from exc
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for, but PyTorch sees no usable GPU here; use 'cpu' or 'auto'")
+    if kind not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
+    return name
 
 
 # --------------------------------------------------------------------------- seeds
@@ -291,6 +315,7 @@ def fit(
     device="cpu",
     progress: bool = True,
     generator: torch.Generator | None = None,
+    val_every: int = 1,
 ) -> History:
     """Train a task model (and, when ``config.data_lr > 0``, the data model too).
 
@@ -298,6 +323,8 @@ def fit(
     parameters and ``config.data_lr > 0`` they join with their own learning
     rate, and ``data_model.project_()`` (if it has one) keeps them inside their
     bounds after every step. Otherwise the data model runs under ``no_grad``.
+    The validation set is scored every ``val_every`` epochs and after the last one
+    (scoring uses no random numbers and changes no weight, so it never alters training).
 
     Returns:
         The :class:`History` of per-epoch training loss and validation metrics.
@@ -316,7 +343,9 @@ def fit(
     gen = generator if generator is not None else torch.Generator().manual_seed(config.seed)
     history = History()
     epochs = _progress(range(config.epochs), progress, desc=f"train {config.data_model}", leave=False)
-    for _ in epochs:
+    if val_every < 1:
+        raise ValueError(f"val_every must be >= 1, got {val_every}")
+    for epoch in epochs:
         task_model.train()
         data_model.train(learn_data)
         total, count = 0.0, 0
@@ -341,7 +370,7 @@ def fit(
         if scheduler is not None:
             scheduler.step()
         history.train_loss.append(total / max(count, 1))
-        if val_loader is not None:
+        if val_loader is not None and ((epoch + 1) % val_every == 0 or epoch + 1 == config.epochs):
             metrics = evaluate(task_model, data_model, val_loader, config.task, num_classes, device)
             history.val.append(metrics)
             if progress and hasattr(epochs, "set_postfix"):
@@ -375,7 +404,8 @@ class CheckpointCache:
     def save(self, key: str, modules: dict[str, nn.Module], meta: dict) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         pt, js = self._paths(key)
-        states = {name: copy.deepcopy(m.state_dict()) for name, m in modules.items()}
+        # on the CPU, so that a model trained on a GPU loads anywhere
+        states = {name: {k: v.detach().cpu().clone() for k, v in m.state_dict().items()} for name, m in modules.items()}
         for target, write in ((pt, lambda f: torch.save(states, f)), (js, lambda f: f.write(json.dumps(meta, indent=1, default=str).encode()))):
             fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{target.name}.", suffix=".part")
             try:

@@ -272,3 +272,17 @@ def test_config_validation_and_profiles():
 def test_learned_data_model_rejects_raw_direct():
     with pytest.raises(ValueError, match="raw_direct"):
         op.learned_data_model(op.ArmRun("raw_direct", 0, "accuracy"), CAMERA)
+
+
+def test_run_arms_in_worker_processes_caches_each_run(tmp_path):
+    data, cfg = _data(size=32), _config(epochs=1)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)  # two workers with one thread each ...
+        pooled = op.run_arms(data, cfg, seeds=[0, 1], arms=("frozen",), cache_dir=tmp_path, workers=2)
+        assert len(list(tmp_path.glob("*.json"))) == 2  # written by the workers as each run ended
+        torch.set_num_threads(1)  # ... against one thread here: the same arithmetic
+        here = op.run_arms(data, cfg, seeds=[0, 1], arms=("frozen",), cache_dir=None, workers=1)
+    finally:
+        torch.set_num_threads(before)
+    assert all(_same_run(a, b) for a, b in zip(pooled["frozen"], here["frozen"]))

@@ -91,3 +91,14 @@ def test_hygiene_check_catches_a_dirty_notebook(tmp_path):
     assert clean_notebook(path) is True
     assert hygiene_problems(path) == []
     assert clean_notebook(path) is False
+
+
+@pytest.mark.parametrize("path", _notebooks(), ids=lambda p: p.name)
+def test_papermill_sees_every_parameter(path):
+    """papermill's own inspector (``papermill --help-notebook``) skips a line it cannot read,
+    e.g. one whose comment holds a second '=': every parameter must be visible to it."""
+    import papermill
+
+    from drifthelpers.batch import notebook_parameters
+
+    assert set(papermill.inspect_notebook(str(path))) == set(notebook_parameters(path))

@@ -150,6 +150,26 @@ def test_fit_learns_and_is_deterministic():
     assert results[0][0][-1] < results[0][0][0]
 
 
+def test_fit_val_every_scores_less_often_and_trains_the_same_weights():
+    ds = _ColourDataset(n=24)
+    runs = {}
+    for every in (1, 3):
+        seed_everything(0)
+        model = build_task_model("small_cnn", num_classes=3)
+        loader = torch.utils.data.DataLoader(ds, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(0))
+        val = torch.utils.data.DataLoader(ds, batch_size=8)  # its own loader: iterating it draws nothing from the training's
+        cfg = TrainConfig(epochs=4, batch_size=8, lr=2e-3, seed=0, augment="weak")
+        hist = fit(model, _Replicate(), loader, val, cfg, num_classes=3, progress=False, val_every=every)
+        runs[every] = (hist, model.state_dict())
+    assert len(runs[1][0].val) == 4 and len(runs[3][0].val) == 2  # epochs 3 and 4 (the last one)
+    assert runs[1][0].train_loss == runs[3][0].train_loss
+    assert runs[1][0].val[-1] == runs[3][0].val[-1]
+    assert all(torch.equal(runs[1][1][k], v) for k, v in runs[3][1].items())
+    with pytest.raises(ValueError, match="val_every"):
+        fit(build_task_model("small_cnn", 3), _Replicate(), loader, None, cfg, num_classes=3, progress=False,
+            val_every=0)
+
+
 def test_evaluate_rejects_bad_task():
     ds = _ColourDataset(n=6)
     loader = torch.utils.data.DataLoader(ds, batch_size=3)

@@ -1,0 +1,72 @@
+"""Training throughput: all jobs in one process (all threads) vs one worker process per core.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_parallel.py [--jobs 4] [--steps 30]
+
+Each job trains a fresh quick-profile task model (``small_cnn`` on 16 images of 64x64,
+``small_unet`` on 8 of 48x48, the quick profile's shapes) for ``--steps`` Adam steps
+on random data. The same jobs run through :func:`drifthelpers.parallel.run_jobs` with
+``workers=1`` (in this process, with every thread) and with ``workers=0`` (one process
+per thread, one thread each), side by side in one run; the script prints seconds per
+job and the ratio. Worker start-up (importing PyTorch) is included, as users pay it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+from drifthelpers.models import build_task_model
+from drifthelpers.parallel import plan_workers, run_jobs
+
+SHAPES = {"small_cnn": (9, 16, 64), "small_unet": (1, 8, 48)}
+
+
+def train_job(job: tuple, shared: int) -> float:
+    """Train one model for ``shared`` steps; returns the seconds the steps took."""
+    name, seed = job
+    classes, batch, size = SHAPES[name]
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = build_task_model(name, num_classes=classes)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.rand(batch, 3, size, size, generator=g)
+    if classes > 1:
+        y = torch.randint(0, classes, (batch,), generator=g)
+        loss_fn = F.cross_entropy
+    else:
+        y = (torch.rand(batch, 1, size, size, generator=g) > 0.5).float()
+        loss_fn = F.binary_cross_entropy_with_logits
+    t0 = time.perf_counter()
+    for _ in range(shared):
+        loss = loss_fn(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--jobs", type=int, default=4, help="jobs per model and mode (default 4)")
+    ap.add_argument("--steps", type=int, default=30, help="training steps per job (default 30)")
+    args = ap.parse_args()
+    budget = torch.get_num_threads()
+    print(f"thread budget {budget}; auto plan for {args.jobs} jobs: {plan_workers(args.jobs)} (workers, threads each)")
+    print(f"{'model':<11} {'in-process s/job':>17} {'workers s/job':>14} {'speed-up':>9}")
+    for name in SHAPES:
+        jobs = [(name, i) for i in range(args.jobs)]
+        times = {}
+        for workers in (1, 0):
+            t0 = time.perf_counter()
+            run_jobs(train_job, jobs, args.steps, workers=workers, progress=False)
+            times[workers] = (time.perf_counter() - t0) / len(jobs)
+        print(f"{name:<11} {times[1]:>17.2f} {times[0]:>14.2f} {times[1] / times[0]:>8.2f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()

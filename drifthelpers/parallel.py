@@ -1,0 +1,160 @@
+"""Independent training jobs on the CPU cores of one machine.
+
+The quick profile trains many small task models (notebook 03: 13 per data set and
+split; notebook 05: 3 arms x 3 seeds per data set). A small CNN on a 16-image batch
+cannot keep two cores busy with intra-op threads: on the 2-core reference machine a
+training step of ``small_cnn`` takes 88 ms with 2 threads and 130 ms with 1, but two
+single-threaded processes side by side take 98 ms each, i.e. 1.8x the throughput
+(``benchmarks/bench_parallel.py`` measures it). So whole jobs go to worker processes,
+each with ``threads // workers`` intra-op threads.
+
+:func:`run_jobs` is that pool: ``fn(job, shared)`` for every job, in worker processes
+(``spawn``, so it is safe inside a Jupyter kernel and with OpenMP) or, with one worker,
+in this process. ``shared`` (the rendered views, the raw data) is pickled once per
+worker, not once per job. Results come back in job order. Jobs must be picklable and
+``fn`` importable (a module-level function); results should be plain Python/numpy.
+A failing job raises :class:`JobError` naming it, after the jobs already running have
+finished (what they cached is kept) and the queued ones are cancelled; Ctrl-C cancels
+the queue the same way.
+
+With ``workers=0`` (auto) the pool uses one worker per thread of this process's budget
+(``torch.get_num_threads()``, which follows ``OMP_NUM_THREADS``; a sweep job limited to
+one thread therefore trains in-process), at most :data:`MAX_AUTO_WORKERS`, and never
+more than there are jobs. Work on a GPU stays in this process.
+
+Results depend on the thread count only at floating-point rounding level (the order of
+reductions), which training can amplify into a different last digit of a metric.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable, Sequence
+from typing import Any
+
+__all__ = ["MAX_AUTO_WORKERS", "JobError", "plan_workers", "run_jobs"]
+
+MAX_AUTO_WORKERS = 8  # each worker holds its own PyTorch (~0.3-0.5 GB resident)
+
+_SHARED: Any = None
+
+
+class JobError(RuntimeError):
+    """A job of :func:`run_jobs` failed; the message names the job and the cause."""
+
+
+def plan_workers(n_jobs: int, workers: int = 0, device="cpu") -> tuple[int, int]:
+    """How many worker processes and intra-op threads each for ``n_jobs`` jobs.
+
+    Args:
+        n_jobs: number of jobs.
+        workers: ``0`` = auto (see the module docstring), ``1`` = in this process,
+            ``N`` = at most N processes.
+        device: where the jobs compute; anything but the CPU runs in this process.
+
+    Returns:
+        ``(workers, threads_per_worker)``.
+    """
+    import torch
+
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ValueError(f"workers must be an integer >= 0 (0 = auto), got {workers!r}")
+    budget = max(1, torch.get_num_threads())
+    if str(device) != "cpu":
+        return 1, budget
+    w = workers or min(budget, MAX_AUTO_WORKERS)
+    w = max(1, min(w, n_jobs))
+    return w, max(1, budget // w)
+
+
+def _init_worker(threads: int, shared_blob: bytes) -> None:
+    global _SHARED
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set (cannot happen in a fresh spawned process)
+        pass
+    _SHARED = pickle.loads(shared_blob)
+
+
+def _call(fn: Callable, job: Any) -> Any:
+    return fn(job, _SHARED)
+
+
+def run_jobs(fn: Callable[[Any, Any], Any], jobs: Sequence, shared: Any = None, workers: int = 0, device="cpu",
+             labels: Sequence[str] | None = None, desc: str = "jobs", progress: bool = True) -> list:
+    """Run ``fn(job, shared)`` for every job, in parallel worker processes when that helps.
+
+    Args:
+        fn: a module-level function ``(job, shared) -> result``.
+        jobs: the jobs (picklable).
+        shared: data every job reads (picklable; sent once per worker).
+        workers: see :func:`plan_workers`.
+        labels: a name per job for the progress bar and errors (default ``job <i>``).
+        desc: progress-bar title.
+
+    Returns:
+        The results, in the order of ``jobs``.
+
+    Raises:
+        JobError: a job failed (the first failure; the message names the job).
+    """
+    jobs = list(jobs)
+    labels = list(labels) if labels is not None else [f"job {i}" for i in range(len(jobs))]
+    if len(labels) != len(jobs):
+        raise ValueError(f"got {len(labels)} labels for {len(jobs)} jobs")
+    if not jobs:
+        return []
+    n, threads = plan_workers(len(jobs), workers, device)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(jobs), desc=f"{desc} ({n} worker{'s' if n > 1 else ''})", leave=False)
+    results: list = [None] * len(jobs)
+    try:
+        if n == 1:
+            for i, job in enumerate(jobs):
+                try:
+                    results[i] = fn(job, shared)
+                except Exception as exc:
+                    raise JobError(f"{labels[i]} failed: {type(exc).__name__}: {exc}") from exc
+                if bar is not None:
+                    bar.update()
+            return results
+        _run_pool(fn, jobs, shared, n, threads, labels, results, bar)
+        return results
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _run_pool(fn, jobs, shared, n, threads, labels, results, bar) -> None:
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+
+    blob = pickle.dumps(shared, protocol=pickle.HIGHEST_PROTOCOL)
+    pool = ProcessPoolExecutor(n, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                               initargs=(threads, blob))
+    futures = {}
+    try:
+        futures = {pool.submit(_call, fn, job): i for i, job in enumerate(jobs)}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for fut in done:
+                i = futures[fut]
+                exc = fut.exception()
+                if exc is not None:
+                    raise JobError(f"{labels[i]} failed: {type(exc).__name__}: {exc}") from exc
+                results[i] = fut.result()
+                if bar is not None:
+                    bar.update()
+    except BaseException:
+        for fut in futures:
+            fut.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)  # running jobs finish: what they cache is kept
+        raise
+    pool.shutdown(wait=True)

@@ -1,0 +1,87 @@
+"""The job pool: worker planning, results in job order, errors that name the job, and the
+experiments giving the same numbers in worker processes as in this process."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from drifthelpers import parallel
+
+
+def _square_plus(job, shared):
+    if job == "boom":
+        raise ValueError("this job is broken on purpose")
+    return {"value": job * job + shared["offset"], "pid": os.getpid(), "threads": torch.get_num_threads()}
+
+
+@pytest.fixture
+def threads():
+    """Set this process's thread budget for a test and restore it afterwards."""
+    before = torch.get_num_threads()
+
+    def set_(n):
+        torch.set_num_threads(n)
+
+    yield set_
+    torch.set_num_threads(before)
+
+
+def test_plan_workers(threads):
+    threads(4)
+    assert parallel.plan_workers(10) == (4, 1)
+    assert parallel.plan_workers(3) == (3, 1)  # never more workers than jobs
+    assert parallel.plan_workers(10, workers=2) == (2, 2)  # the budget is shared out
+    assert parallel.plan_workers(10, workers=1) == (1, 4)
+    assert parallel.plan_workers(10, device="cuda") == (1, 4)  # a GPU stays in this process
+    threads(1)
+    assert parallel.plan_workers(10) == (1, 1)  # e.g. a sweep job limited to one thread
+    threads(64)
+    assert parallel.plan_workers(100) == (parallel.MAX_AUTO_WORKERS, 64 // parallel.MAX_AUTO_WORKERS)
+    for bad in (-1, 1.5, "2", True):
+        with pytest.raises(ValueError, match="workers"):
+            parallel.plan_workers(3, workers=bad)
+
+
+def test_in_process_and_pool_give_the_same_results_in_job_order(threads):
+    threads(2)
+    jobs = [5, 1, 4, 2, 3]
+    here = parallel.run_jobs(_square_plus, jobs, {"offset": 100}, workers=1, progress=False)
+    pool = parallel.run_jobs(_square_plus, jobs, {"offset": 100}, workers=2, progress=False)
+    assert [r["value"] for r in here] == [r["value"] for r in pool] == [125, 101, 116, 104, 109]
+    assert {r["pid"] for r in here} == {os.getpid()}
+    assert os.getpid() not in {r["pid"] for r in pool}  # really in other processes
+    assert {r["threads"] for r in pool} == {1}  # 2 threads shared out over 2 workers
+    assert parallel.run_jobs(_square_plus, [], None, progress=False) == []
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_failing_job_is_named(workers, threads):
+    threads(2)
+    with pytest.raises(parallel.JobError, match=r"the broken one failed: ValueError: this job is broken on purpose"):
+        parallel.run_jobs(_square_plus, [1, "boom", 3], {"offset": 0}, workers=workers,
+                          labels=["first", "the broken one", "third"], progress=False)
+    with pytest.raises(ValueError, match="labels"):
+        parallel.run_jobs(_square_plus, [1, 2], {"offset": 0}, labels=["one"], progress=False)
+
+
+def test_synthesis_same_numbers_in_workers_and_in_process(tmp_path_factory, threads):
+    from drifthelpers import datasets, synthesis
+
+    root = tmp_path_factory.mktemp("par")
+    paths = datasets.build_mini(root=root, which="microscopy", n_microscopy=27, size=64, min_per_class=3,
+                                progress=False, workers=1)
+    ds = datasets.RawMicroscopy(paths["microscopy"])
+    cfg = synthesis.SynthesisConfig(dataset="microscopy", model="small_cnn", epochs=2, batch_size=8, n_splits=1,
+                                    image_size=32, presets=("bi,s,me", "me,u,ga"))
+    threads(2)  # two workers with one thread each, against one thread here: same arithmetic
+    pooled = synthesis.run_synthesis(ds, cfg, cache_dir=False, progress=False, workers=2)
+    threads(1)
+    here = synthesis.run_synthesis(ds, cfg, cache_dir=False, progress=False, workers=1)
+    assert pooled["matrices"] == here["matrices"]
+    assert pooled["corruption_tables"] == here["corruption_tables"]
+    assert pooled["mixed"] == here["mixed"]
+    assert np.array(here["matrices"]).shape == (1, 2, 2)
