@@ -5,6 +5,7 @@ One module per concept (see the README); they are imported on first use, so that
 
     from drifthelpers import raw, sensor, scenes, datasets, isp, models, training
     from drifthelpers import corruptions, synthesis, forensics, optimisation, plotting, widgets, batch
+    from drifthelpers import parallel, sweep
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ _SUBMODULES = (
     "plotting",
     "widgets",
     "batch",
+    "parallel",
+    "sweep",
 )
 
 __all__ = ["__version__", *_SUBMODULES]
