@@ -314,6 +314,10 @@ def _dask_engine(specs: list[dict], workers: int, address: str | None) -> Iterat
     from distributed import Client, LocalCluster, as_completed  # presence checked by _check_engine
 
     cluster = None
+    # Dask's nannies apply their "pre-spawn" environment (OMP_NUM_THREADS=1, ...) to the process
+    # they run in, which for a LocalCluster is this one: put the environment back afterwards, or
+    # everything this process starts later (notebook kernels) would run single-threaded.
+    environ = dict(os.environ)
     try:
         if address:
             try:
@@ -343,6 +347,15 @@ def _dask_engine(specs: list[dict], workers: int, address: str | None) -> Iterat
     finally:
         if cluster is not None:
             cluster.close()
+            _restore_environ(environ)
+
+
+def _restore_environ(saved: dict[str, str]) -> None:
+    for key in [k for k in os.environ if k not in saved]:
+        del os.environ[key]
+    for key, value in saved.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
 
 
 _ENGINES: dict[str, Callable[[list[dict], int, str | None], Iterator[dict]]] = {

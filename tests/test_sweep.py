@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -141,7 +142,11 @@ def test_dask_local_cluster_gives_the_same_table(nb_dir, tmp_path):
     pytest.importorskip("distributed")
     kw = dict(select=["01"], parameters={"label": "t"}, name="s", notebook_dir=nb_dir, workers=2, progress=False)
     local = run_sweep(GRID, runs_dir=tmp_path / "local", engine="local", **kw)
+    environ = dict(os.environ)
     dask = run_sweep(GRID, runs_dir=tmp_path / "dask", engine="dask", **kw)
+    # Dask's nannies set OMP_NUM_THREADS=1 (and more) in the process that starts a LocalCluster;
+    # the sweep puts the environment back, so later notebook kernels keep their threads
+    assert dict(os.environ) == environ
     assert local.ok and dask.ok
     assert local.table.read_bytes() == dask.table.read_bytes()
     assert (tmp_path / "local/s/results.json").read_bytes() == (tmp_path / "dask/s/results.json").read_bytes()
