@@ -15,7 +15,9 @@ worker, not once per job. Results come back in job order. Jobs must be picklable
 ``fn`` importable (a module-level function); results should be plain Python/numpy.
 A failing job raises :class:`JobError` naming it, after the jobs already running have
 finished (what they cached is kept) and the queued ones are cancelled; Ctrl-C cancels
-the queue the same way.
+the queue the same way. A *script* that calls it with more than one worker needs Python's
+usual ``if __name__ == "__main__":`` guard, because spawned workers import the main
+module (notebooks and ``python -m drifthelpers`` need nothing).
 
 With ``workers=0`` (auto) the pool uses one worker per thread of this process's budget
 (``torch.get_num_threads()``, which follows ``OMP_NUM_THREADS``; a sweep job limited to
