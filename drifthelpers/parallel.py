@@ -1,12 +1,14 @@
 """Independent training jobs on the CPU cores of one machine.
 
 The quick profile trains many small task models (notebook 03: 13 per data set and
-split; notebook 05: 3 arms x 3 seeds per data set). A small CNN on a 16-image batch
-cannot keep two cores busy with intra-op threads: on the 2-core reference machine a
-training step of ``small_cnn`` takes 88 ms with 2 threads and 130 ms with 1, but two
-single-threaded processes side by side take 98 ms each, i.e. 1.8x the throughput
-(``benchmarks/bench_parallel.py`` measures it). So whole jobs go to worker processes,
-each with ``threads // workers`` intra-op threads.
+split; notebook 05: 3 arms x 3 seeds per data set). Small models on small batches use
+many intra-op threads poorly, so whole jobs can go to worker processes instead, each
+with ``threads // workers`` intra-op threads. Measured on the 2-core reference machine
+(README): isolated training steps ran 1.1-1.8x faster in two single-threaded processes
+than in one two-threaded one, but notebook 03's microscopy experiment took the same time
+either way (72 s) once worker start-up (importing PyTorch) was paid, and workers cost
+~0.4 GB of memory each. The gain is expected on machines with many cores; it has not
+been measured there. ``benchmarks/bench_parallel.py`` measures it on any machine.
 
 :func:`run_jobs` is that pool: ``fn(job, shared)`` for every job, in worker processes
 (``spawn``, so it is safe inside a Jupyter kernel and with OpenMP) or, with one worker,
