@@ -109,9 +109,9 @@ def run_jobs(fn: Callable[[Any, Any], Any], jobs: Sequence, shared: Any = None, 
     labels = list(labels) if labels is not None else [f"job {i}" for i in range(len(jobs))]
     if len(labels) != len(jobs):
         raise ValueError(f"got {len(labels)} labels for {len(jobs)} jobs")
+    n, threads = plan_workers(len(jobs), workers, device)  # checks `workers` even when nothing is left to run
     if not jobs:
         return []
-    n, threads = plan_workers(len(jobs), workers, device)
     bar = None
     if progress:
         from tqdm.auto import tqdm

@@ -381,7 +381,7 @@ def run_synthesis(dataset, config: SynthesisConfig, cache_dir: str | Path | bool
     matrices, corr_tables, mixed_rows, comparisons = [], [], [], []
     names = list(done[0]["corruptions"]) if done and "corruptions" in done[0] else []
     for k in range(config.n_splits):
-        rows = {(j["preset"]): r for j, r in zip(jobs, done) if j["split"] == k}
+        rows = {j["preset"]: r for j, r in zip(jobs, done) if j["split"] == k}
         m = np.array([rows[p]["row"] for p in config.presets])
         c = np.array([rows[p]["corruption"] for p in config.presets])
         matrices.append(m)

@@ -12,7 +12,6 @@ reuses trained models (state dicts only, loaded with ``weights_only=True``).
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
@@ -329,6 +328,8 @@ def fit(
     Returns:
         The :class:`History` of per-epoch training loss and validation metrics.
     """
+    if val_every < 1:
+        raise ValueError(f"val_every must be >= 1, got {val_every}")
     task_model.to(device)
     data_model.to(device)
     loss_fn = _loss_fn(config.task)
@@ -343,8 +344,6 @@ def fit(
     gen = generator if generator is not None else torch.Generator().manual_seed(config.seed)
     history = History()
     epochs = _progress(range(config.epochs), progress, desc=f"train {config.data_model}", leave=False)
-    if val_every < 1:
-        raise ValueError(f"val_every must be >= 1, got {val_every}")
     for epoch in epochs:
         task_model.train()
         data_model.train(learn_data)

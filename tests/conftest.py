@@ -36,3 +36,14 @@ def kodak_kdc() -> Path:
 @pytest.fixture(scope="session", params=["canon", "kodak"])
 def real_raw_file(request) -> Path:
     return _need(CANON_CRW if request.param == "canon" else KODAK_KDC)
+
+
+@pytest.fixture(scope="session")
+def tiny_micro(tmp_path_factory):
+    """A 27-crop mini microscopy set (64x64, 3 per class) for quick end-to-end experiments."""
+    from drifthelpers import datasets
+
+    root = tmp_path_factory.mktemp("tiny_micro")
+    paths = datasets.build_mini(root=root, which="microscopy", n_microscopy=27, size=64, min_per_class=3,
+                                progress=False, workers=1)
+    return datasets.RawMicroscopy(paths["microscopy"])

@@ -56,6 +56,8 @@ def test_in_process_and_pool_give_the_same_results_in_job_order(threads):
     assert os.getpid() not in {r["pid"] for r in pool}  # really in other processes
     assert {r["threads"] for r in pool} == {1}  # 2 threads shared out over 2 workers
     assert parallel.run_jobs(_square_plus, [], None, progress=False) == []
+    with pytest.raises(ValueError, match="workers"):  # checked even when every job was cached
+        parallel.run_jobs(_square_plus, [], None, workers=-1, progress=False)
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -68,13 +70,10 @@ def test_a_failing_job_is_named(workers, threads):
         parallel.run_jobs(_square_plus, [1, 2], {"offset": 0}, labels=["one"], progress=False)
 
 
-def test_synthesis_same_numbers_in_workers_and_in_process(tmp_path_factory, threads):
-    from drifthelpers import datasets, synthesis
+def test_synthesis_same_numbers_in_workers_and_in_process(tiny_micro, threads):
+    from drifthelpers import synthesis
 
-    root = tmp_path_factory.mktemp("par")
-    paths = datasets.build_mini(root=root, which="microscopy", n_microscopy=27, size=64, min_per_class=3,
-                                progress=False, workers=1)
-    ds = datasets.RawMicroscopy(paths["microscopy"])
+    ds = tiny_micro
     cfg = synthesis.SynthesisConfig(dataset="microscopy", model="small_cnn", epochs=2, batch_size=8, n_splits=1,
                                     image_size=32, presets=("bi,s,me", "me,u,ga"))
     threads(2)  # two workers with one thread each, against one thread here: same arithmetic

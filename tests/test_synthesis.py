@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from drifthelpers import datasets, synthesis
+from drifthelpers import synthesis
 
 
 def test_drop_matrix_hand_checked():
@@ -53,14 +53,6 @@ def test_resize_image_masks_stay_binary():
     out = synthesis.resize_image(mask, 4, mask=True)
     assert out.shape == (2, 1, 4, 4) and set(out.unique().tolist()) <= {0.0, 1.0}
     assert synthesis.resize_image(mask, 0) is mask
-
-
-@pytest.fixture(scope="module")
-def tiny_micro(tmp_path_factory):
-    root = tmp_path_factory.mktemp("syn")
-    paths = datasets.build_mini(root=root, which="microscopy", n_microscopy=27, size=64, min_per_class=3,
-                                progress=False, workers=1)
-    return datasets.RawMicroscopy(paths["microscopy"])
 
 
 def test_run_synthesis_end_to_end_and_cache(tiny_micro, tmp_path):

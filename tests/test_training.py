@@ -17,6 +17,7 @@ from drifthelpers.training import (
     fit,
     iou,
     macro_f1,
+    resolve_device,
     seed_everything,
     weak_augment,
 )
@@ -168,6 +169,18 @@ def test_fit_val_every_scores_less_often_and_trains_the_same_weights():
     with pytest.raises(ValueError, match="val_every"):
         fit(build_task_model("small_cnn", 3), _Replicate(), loader, None, cfg, num_classes=3, progress=False,
             val_every=0)
+
+
+def test_resolve_device():
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device(" CPU ") == "cpu"
+    assert resolve_device(torch.device("cpu")) == "cpu"
+    for bad in ("gpu", "mps", ""):
+        with pytest.raises(ValueError, match="device must be"):
+            resolve_device(bad)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no usable GPU"):
+            resolve_device("cuda:0")
 
 
 def test_evaluate_rejects_bad_task():
