@@ -3,7 +3,7 @@
 One module per concept (see the README); they are imported on first use, so that
 ``import drifthelpers`` and ``python -m drifthelpers --help`` stay fast::
 
-    from drifthelpers import raw, sensor, scenes, datasets, isp, models, training
+    from drifthelpers import raw, sensor, scenes, datasets, isp, fastisp, models, training
     from drifthelpers import corruptions, synthesis, forensics, optimisation, plotting, widgets, batch
     from drifthelpers import parallel, sweep
 """
@@ -20,6 +20,7 @@ _SUBMODULES = (
     "scenes",
     "datasets",
     "isp",
+    "fastisp",
     "models",
     "training",
     "corruptions",

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import isp_reference as ref
-from drifthelpers import isp
+from drifthelpers import fastisp, isp
 from drifthelpers.raw import CFA_PATTERNS, RawImage, cfa_to_kornia
 
 PAPER_LABELS = "bi,s,me bi,s,ga bi,u,me bi,u,ga ma,s,me ma,s,ga ma,u,me ma,u,ga me,s,me me,s,ga me,u,me me,u,ga"
@@ -381,7 +381,8 @@ def test_static_chain_matches_numpy_reference(preset, cfa):
 def test_static_model_equals_function_and_staged_path(preset):
     """Module == function; the fused path (no stages) == the staged path: 1e-12 in float64,
     and in float32 1e-6 before gamma (the power law's slope near black, up to ~10^3, magnifies
-    float32 rounding, so the final float32 images are compared at 2e-5)."""
+    float32 rounding, so the final float32 images, fused (in float32 the kernels of
+    drifthelpers.fastisp) and staged, are each compared with float64 at 5e-5)."""
     cam = camera("GRBG")
     raw = torch.from_numpy(raw_dn("GRBG")).float()[None, None].repeat(2, 1, 1, 1)
     model = isp.StaticDataModel(preset, cam)
@@ -392,8 +393,9 @@ def test_static_model_equals_function_and_staged_path(preset):
     assert list(stages) == list(isp.STAGES)
     assert all(t.shape[-2:] == (48, 64) for t in stages.values())
     torch.testing.assert_close(stages["gamma"], staged)
-    torch.testing.assert_close(out, staged, rtol=0, atol=2e-5)
     out64, stages64 = isp.render(raw.double(), preset, cam), isp.render(raw.double(), preset, cam, True)[1]
+    torch.testing.assert_close(out.double(), out64, rtol=0, atol=5e-5)
+    torch.testing.assert_close(staged.double(), out64, rtol=0, atol=5e-5)
     torch.testing.assert_close(out64, stages64["gamma"], rtol=0, atol=1e-12)
     torch.testing.assert_close(stages["denoise"].double(), stages64["denoise"], rtol=0, atol=1e-6)
     torch.testing.assert_close(model.double()(raw.double()), out64, rtol=0, atol=0)
@@ -635,7 +637,9 @@ def test_menon_on_sites_equals_general_path(cfa, refining_step):
 
 
 def test_render_in_row_bands_equals_whole_frame(monkeypatch):
-    """Large frames are rendered in overlapping bands of rows: bit-identical to one piece."""
+    """Large frames are rendered in overlapping bands of rows: bit-identical to one piece.
+    (The torch path; the fused kernels of drifthelpers.fastisp render whole frames.)"""
+    monkeypatch.setattr(fastisp, "_ENABLED", False)
     cam = camera("GBRG")
     raw = torch.from_numpy(raw_dn("GBRG", cam, 130, 40, seed=2)).float()[None, None]
     whole = {p: isp.render(raw, p, cam) for p in isp.PRESETS}
