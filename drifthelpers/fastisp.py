@@ -45,7 +45,6 @@ import importlib.util
 import math
 import os
 import sys
-import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
@@ -633,25 +632,24 @@ if numba is not None:
 
 
 def _kernel_folder() -> Path | None:
-    """Where generated kernel modules (and Numba's cache of them) are kept, or None."""
-    candidates = []
+    """Where generated kernel modules (and Numba's cache of them) are kept: the user's cache
+    folder or ``$DRIFTHELPERS_KERNEL_CACHE``; None where it cannot be written (then the loops
+    are compiled from memory in each process). Never a shared temporary folder: the modules
+    found there are imported."""
     if os.environ.get("DRIFTHELPERS_KERNEL_CACHE"):
-        candidates.append(Path(os.environ["DRIFTHELPERS_KERNEL_CACHE"]))
+        folder = Path(os.environ["DRIFTHELPERS_KERNEL_CACHE"])
     else:
         import pooch
 
-        candidates.append(Path(pooch.os_cache("drifthelpers")) / "kernels")
-    candidates.append(Path(tempfile.gettempdir()) / f"drifthelpers-kernels-{os.getuid() if hasattr(os, 'getuid') else 0}")
-    for folder in candidates:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            probe = folder / f".probe-{os.getpid()}"
-            probe.write_text("")
-            probe.unlink()
-            return folder
-        except OSError:
-            continue
-    return None
+        folder = Path(pooch.os_cache("drifthelpers")) / "kernels"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".probe-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError:
+        return None
+    return folder
 
 
 def _demosaic_source(outputs: tuple) -> str:
@@ -801,6 +799,7 @@ def render_static(raw: torch.Tensor, cfa: str, demosaic: str, sharpen: str, deno
     """One static preset on a batch (N, 1, H, W) float32 CPU mosaic; see :func:`applies`."""
     from drifthelpers import isp
 
+    raw = raw.detach()  # (under no_grad a tensor may still require grad; numpy() refuses it)
     n, _, h, w = raw.shape
     mat = (ccm.double() * gains.double().unsqueeze(-2)).float().numpy()  # ccm @ diag(gains)
     sharpen_reach = 1 if sharpen == "s" else isp._gaussian_size(1.0) // 2

@@ -157,6 +157,16 @@ def test_results_do_not_depend_on_threads_or_batch():
         torch.set_num_threads(threads)
 
 
+def test_a_tensor_that_requires_grad_under_no_grad(spy):
+    """Under no_grad (or inference mode) autograd records nothing, so the kernels apply."""
+    cam = camera("RGGB")
+    raw = mosaic(2, 32, 32).requires_grad_()
+    with torch.no_grad():
+        out = isp.render(raw, "ma,s,ga", cam)
+    assert len(spy) == 1 and not out.requires_grad
+    torch.testing.assert_close(out, torch_path(raw.detach(), "ma,s,ga", cam), rtol=0, atol=5e-5)
+
+
 def test_leading_dimensions_and_non_contiguous_input():
     cam = camera("GRBG")
     raw = mosaic(4, 32, 40).reshape(2, 2, 1, 32, 40)
@@ -201,7 +211,10 @@ def test_generated_demosaic_module_is_written_once_and_reused(tmp_path, monkeypa
         cam, raw = camera("GBRG"), mosaic(1, 16, 16)
         on_disk = isp.render(raw, "bi,s,me", cam)
         fastisp._demosaic_kernel.cache_clear()
-        monkeypatch.setattr(fastisp, "_kernel_folder", lambda: None)
+        blocker = tmp_path / "a-file"
+        blocker.write_text("")
+        monkeypatch.setenv("DRIFTHELPERS_KERNEL_CACHE", str(blocker / "kernels"))  # cannot be made
+        assert fastisp._kernel_folder() is None
         assert torch.equal(isp.render(raw, "bi,s,me", cam), on_disk)
     finally:
         fastisp._demosaic_kernel.cache_clear()
