@@ -200,7 +200,8 @@ if numba is not None:
 
     @njit(inline="always", **_OPTS)
     def _power(c, inv):
-        """``c ** inv`` for a float32 ``c`` in [1e-6, 1] and ``inv`` in (0, 1].
+        """``c ** inv`` for a float32 ``c`` in [1e-6, 1] and ``inv > 0`` (results below 1.6e-38,
+        float32's normal range, come out as 1.6e-38).
 
         ``c = m 2^e`` with the mantissa m in [sqrt(1/2), sqrt(2)); ``ln m = 2 atanh(r)``,
         ``r = (m - 1) / (m + 1)`` (|r| < 0.172, series to r^9); ``z = inv ln c <= 0`` is
@@ -217,6 +218,7 @@ if numba is not None:
         r2 = r * r
         ln_m = _F(2) * r * (_F(1) + r2 * (_F(1 / 3) + r2 * (_F(1 / 5) + r2 * (_F(1 / 7) + r2 * _F(1 / 9)))))
         z = (_F(e) * _LN2 + ln_m) * inv
+        z = _F(-87.0) if z < _F(-87.0) else z  # (gamma < 1/6 at 1e-6) stay above float32's smallest normal
         k = _I(z * _INV_LN2 - _F(0.5))  # z <= 0: truncation rounds to the nearest integer
         f = z - _F(k) * _LN2
         p = _F(1) + f * (_F(1) + f * (_F(1 / 2) + f * (_F(1 / 6) + f * (_F(1 / 24) + f * (
@@ -802,7 +804,7 @@ def render_static(raw: torch.Tensor, cfa: str, demosaic: str, sharpen: str, deno
     raw = raw.detach()  # (under no_grad a tensor may still require grad; numpy() refuses it)
     n, _, h, w = raw.shape
     mat = (ccm.double() * gains.double().unsqueeze(-2)).float().numpy()  # ccm @ diag(gains)
-    sharpen_reach = 1 if sharpen == "s" else isp._gaussian_size(1.0) // 2
+    sharpen_reach = 1 if sharpen == "s" else isp._gaussian_size(isp._UNSHARP_RADIUS) // 2
     lin = torch.empty((n, 3, h, w), dtype=torch.float32)
     ypad = torch.empty((n, h + 2 * sharpen_reach, w + 2 * sharpen_reach), dtype=torch.float32)
     lin_np, ypad_np = lin.numpy(), ypad.numpy()
@@ -821,24 +823,26 @@ def render_static(raw: torch.Tensor, cfa: str, demosaic: str, sharpen: str, deno
     _run_rows(_reflect_border, n, ypad_np, sharpen_reach)
 
     # luma filters: sharpen (into a buffer padded for the denoiser), then denoise
-    denoise_reach = 1 if denoise == "me" else isp._gaussian_size(0.5) // 2
+    denoise_reach = 1 if denoise == "me" else isp._gaussian_size(isp._DENOISE_SIGMA) // 2
     spad = np.empty((n, h + 2 * denoise_reach, w + 2 * denoise_reach), dtype=np.float32)
     if sharpen == "s":
         k = np.array(isp.SHARPEN_KERNEL, dtype=np.float32).reshape(9)
         _run_rows(_filter3x3_rows, n * h, ypad_np, k, spad, denoise_reach)
-    else:  # unsharp mask, amount 1: (1 + a) y - a G y, the column taps weighted by -a
-        size = isp._gaussian_size(1.0)
-        taps = np.array(isp._gaussian_taps(1.0, size), dtype=np.float32)
+    else:  # unsharp mask: (1 + a) y - a G y, the column taps weighted by -a (as isp._unsharp_op)
+        size, amount = isp._gaussian_size(isp._UNSHARP_RADIUS), isp._UNSHARP_AMOUNT
+        taps = np.array(isp._gaussian_taps(isp._UNSHARP_RADIUS, size), dtype=np.float32)
         tmp = np.empty((n, h + size - 1, w), dtype=np.float32)
         _run_rows(_row_pass, n * (h + size - 1), ypad_np, taps, tmp)
-        _run_rows(_column_pass, n * h, tmp, -taps, ypad_np, np.float32(2.0), sharpen_reach, spad, denoise_reach)
+        column = np.array([-amount * t for t in isp._gaussian_taps(isp._UNSHARP_RADIUS, size)], dtype=np.float32)
+        _run_rows(_column_pass, n * h, tmp, column, ypad_np, np.float32(1.0 + amount), sharpen_reach, spad,
+                  denoise_reach)
     _run_rows(_reflect_border, n, spad, denoise_reach)
     filtered = np.empty((n, h, w), dtype=np.float32)
     if denoise == "me":
         _run_rows(_median3x3_rows, n * h, spad, filtered)
     else:
-        size = isp._gaussian_size(0.5)
-        taps = np.array(isp._gaussian_taps(0.5, size), dtype=np.float32)
+        size = isp._gaussian_size(isp._DENOISE_SIGMA)
+        taps = np.array(isp._gaussian_taps(isp._DENOISE_SIGMA, size), dtype=np.float32)
         tmp = np.empty((n, h + size - 1, w), dtype=np.float32)
         _run_rows(_row_pass, n * (h + size - 1), spad, taps, tmp)
         _run_rows(_column_pass, n * h, tmp, taps, spad, np.float32(0.0), 0, filtered, 0)

@@ -134,6 +134,8 @@ PRESETS: tuple[str, ...] = tuple(f"{d},{s},{n}" for d in DEMOSAIC_METHODS for s 
 _LUMA = (0.299, 0.587, 0.114)  # Y row of kornia.color.rgb_to_yuv (BT.601)
 _GAMMA_EPS = 1e-6  # below this linear value gamma_encode is a straight line through 0
 _GAUSS_TRUNCATE = 4.0  # Gaussian windows reach round(truncate * sigma) pixels, like scipy
+_UNSHARP_RADIUS, _UNSHARP_AMOUNT = 1.0, 1.0  # the static sharpener 'u'
+_DENOISE_SIGMA = 0.5  # the static denoiser 'ga'
 
 # Source-form kernels of the linear demosaicers (see _demosaic_linear): each interpolates one
 # missing colour at one kind of site directly from the mosaic. Order: G at R/B sites; R or B at
@@ -1604,8 +1606,8 @@ def _render_whole(raw, preset, camera, black, white, gains, ccm, return_stages):
         out = fastisp.render_static(flat.contiguous(), camera.cfa, d, s, n, black, white, gains, ccm, camera.gamma)
         return out.reshape(shape[:-3] + out.shape[-3:])
     demosaic_fn = _DEMOSAICERS[d]
-    sharpen_op = _kernel_op(SHARPEN_KERNEL, raw) if s == "s" else _unsharp_op(1.0, 1.0)
-    denoise_op = _median_op(3) if n == "me" else _gauss_op(0.5, _gaussian_size(0.5))
+    sharpen_op = _kernel_op(SHARPEN_KERNEL, raw) if s == "s" else _unsharp_op(_UNSHARP_RADIUS, _UNSHARP_AMOUNT)
+    denoise_op = _median_op(3) if n == "me" else _gauss_op(_DENOISE_SIGMA, _gaussian_size(_DENOISE_SIGMA))
     return _chain(raw, camera.cfa, black, white, gains, ccm, camera.gamma, demosaic_fn, sharpen_op, denoise_op,
                   return_stages)
 
