@@ -1593,18 +1593,17 @@ def _render(raw, preset, camera, black, white, gains, ccm, return_stages):
     if return_stages or _grad_needed(raw, black, white, gains, ccm):
         return _render_whole(raw, preset, camera, black, white, gains, ccm, return_stages)
     if fastisp.applies(raw, black, white, gains, ccm, camera.gamma):
-        # the fused kernels stream rows already; bands would only add copies (1.4x slower)
-        return _render_whole(raw, preset, camera, black, white, gains, ccm, False)
+        # the fused kernels, on the whole frame (they stream rows; bands would only add copies)
+        d, s, n = parse_preset(preset)
+        flat, shape = _flat(raw)
+        out = fastisp.render_static(flat.contiguous(), camera.cfa, d, s, n, black, white, gains, ccm, camera.gamma)
+        return out.reshape(shape[:-3] + out.shape[-3:])
     return _render_in_bands(raw, preset,
                             lambda band: _render_whole(band, preset, camera, black, white, gains, ccm, False))
 
 
 def _render_whole(raw, preset, camera, black, white, gains, ccm, return_stages):
     d, s, n = parse_preset(preset)
-    if not return_stages and fastisp.applies(raw, black, white, gains, ccm, camera.gamma):
-        flat, shape = _flat(raw)
-        out = fastisp.render_static(flat.contiguous(), camera.cfa, d, s, n, black, white, gains, ccm, camera.gamma)
-        return out.reshape(shape[:-3] + out.shape[-3:])
     demosaic_fn = _DEMOSAICERS[d]
     sharpen_op = _kernel_op(SHARPEN_KERNEL, raw) if s == "s" else _unsharp_op(_UNSHARP_RADIUS, _UNSHARP_AMOUNT)
     denoise_op = _median_op(3) if n == "me" else _gauss_op(_DENOISE_SIGMA, _gaussian_size(_DENOISE_SIGMA))
