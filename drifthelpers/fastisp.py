@@ -480,6 +480,13 @@ if numba is not None:
                 hr[j] = choice
                 g[j] = gh[j] if choice else gv[j]
 
+    @njit(inline="always", **_MOPTS)
+    def _cross(a, b, i, w):
+        """Row views (left, centre, right, up, down) of the 3x3 cross around row i of image b
+        of a (N, H + 4, W + 4) array padded by 2: element j of each is the neighbour of (i, j)."""
+        row = a[b, i + 2]
+        return row[1:1 + w], row[2:2 + w], row[3:3 + w], a[b, i + 1, 2:2 + w], a[b, i + 3, 2:2 + w]
+
     @njit(**_MOPTS)
     def _menon_rb_at_green(xp, gp, red, blue, red_row, rp, bp, start, stop):
         """R and B at G sites from the neighbouring (x - g) along their row / column; R and B
@@ -491,12 +498,8 @@ if numba is not None:
             i = t - b * h
             rr, bb = red[i & 1], blue[i & 1]
             in_red_row = red_row[i & 1] != 0
-            x0 = xp[b, i + 2, 2:2 + w]
-            xl, xr_ = xp[b, i + 2, 1:1 + w], xp[b, i + 2, 3:3 + w]
-            xu, xd = xp[b, i + 1, 2:2 + w], xp[b, i + 3, 2:2 + w]
-            g0 = gp[b, i + 2, 2:2 + w]
-            gl, gr = gp[b, i + 2, 1:1 + w], gp[b, i + 2, 3:3 + w]
-            gu, gd = gp[b, i + 1, 2:2 + w], gp[b, i + 3, 2:2 + w]
+            xl, x0, xr_, xu, xd = _cross(xp, b, i, w)
+            gl, g0, gr, gu, gd = _cross(gp, b, i, w)
             r, bl = rp[b, i + 2, 2:2 + w], bp[b, i + 2, 2:2 + w]
             for j in range(w):
                 along_row = (xl[j] - gl[j]) * hf + (xr_[j] - gr[j]) * hf + g0[j]
@@ -526,10 +529,8 @@ if numba is not None:
             b = t // h
             i = t - b * h
             rr, bb = red[i & 1], blue[i & 1]
-            rl, r0, rrt = rp[b, i + 2, 1:1 + w], rp[b, i + 2, 2:2 + w], rp[b, i + 2, 3:3 + w]
-            bl, b0, brt = bp[b, i + 2, 1:1 + w], bp[b, i + 2, 2:2 + w], bp[b, i + 2, 3:3 + w]
-            ru, rd = rp[b, i + 1, 2:2 + w], rp[b, i + 3, 2:2 + w]
-            bu, bd = bp[b, i + 1, 2:2 + w], bp[b, i + 3, 2:2 + w]
+            rl, r0, rrt, ru, rd = _cross(rp, b, i, w)
+            bl, b0, brt, bu, bd = _cross(bp, b, i, w)
             hr = hor[b, i]
             out_r, out_b = rop[b, i + 2, 2:2 + w], bop[b, i + 2, 2:2 + w]
             for j in range(w):
@@ -551,10 +552,8 @@ if numba is not None:
             b = t // h
             i = t - b * h
             rr, bb = red[i & 1], blue[i & 1]
-            rl, r0, rrt = rp[b, i + 2, 1:1 + w], rp[b, i + 2, 2:2 + w], rp[b, i + 2, 3:3 + w]
-            bl, b0, brt = bp[b, i + 2, 1:1 + w], bp[b, i + 2, 2:2 + w], bp[b, i + 2, 3:3 + w]
-            ru, rd = rp[b, i + 1, 2:2 + w], rp[b, i + 3, 2:2 + w]
-            bu, bd = bp[b, i + 1, 2:2 + w], bp[b, i + 3, 2:2 + w]
+            rl, r0, rrt, ru, rd = _cross(rp, b, i, w)
+            bl, b0, brt, bu, bd = _cross(bp, b, i, w)
             g0 = gp[b, i + 2, 2:2 + w]
             hr = hor[b, i]
             o0, o1, o2 = lin[b, 0, i], lin[b, 1, i], lin[b, 2, i]
@@ -583,12 +582,9 @@ if numba is not None:
             b = t // h
             i = t - b * h
             rr, bb = red[i & 1], blue[i & 1]
-            rl, r0, rrt = rp[b, i + 2, 1:1 + w], rp[b, i + 2, 2:2 + w], rp[b, i + 2, 3:3 + w]
-            bl, b0, brt = bp[b, i + 2, 1:1 + w], bp[b, i + 2, 2:2 + w], bp[b, i + 2, 3:3 + w]
-            gl, g0, grt = gp[b, i + 2, 1:1 + w], gp[b, i + 2, 2:2 + w], gp[b, i + 2, 3:3 + w]
-            ru, rd = rp[b, i + 1, 2:2 + w], rp[b, i + 3, 2:2 + w]
-            bu, bd = bp[b, i + 1, 2:2 + w], bp[b, i + 3, 2:2 + w]
-            gu, gd = gp[b, i + 1, 2:2 + w], gp[b, i + 3, 2:2 + w]
+            rl, r0, rrt, ru, rd = _cross(rp, b, i, w)
+            bl, b0, brt, bu, bd = _cross(bp, b, i, w)
+            gl, g0, grt, gu, gd = _cross(gp, b, i, w)
             hr = hor[b, i]
             g2 = g2p[b, i + 2, 2:2 + w]
             for j in range(w):
@@ -611,12 +607,9 @@ if numba is not None:
             i = t - b * h
             rr, bb = red[i & 1], blue[i & 1]
             in_red_row = red_row[i & 1] != 0
-            rl, r0, rrt = rp[b, i + 2, 1:1 + w], rp[b, i + 2, 2:2 + w], rp[b, i + 2, 3:3 + w]
-            bl, b0, brt = bp[b, i + 2, 1:1 + w], bp[b, i + 2, 2:2 + w], bp[b, i + 2, 3:3 + w]
-            gl, g0, grt = g2p[b, i + 2, 1:1 + w], g2p[b, i + 2, 2:2 + w], g2p[b, i + 2, 3:3 + w]
-            ru, rd = rp[b, i + 1, 2:2 + w], rp[b, i + 3, 2:2 + w]
-            bu, bd = bp[b, i + 1, 2:2 + w], bp[b, i + 3, 2:2 + w]
-            gu, gd = g2p[b, i + 1, 2:2 + w], g2p[b, i + 3, 2:2 + w]
+            rl, r0, rrt, ru, rd = _cross(rp, b, i, w)
+            bl, b0, brt, bu, bd = _cross(bp, b, i, w)
+            gl, g0, grt, gu, gd = _cross(g2p, b, i, w)
             r2, b2 = r2p[b, i + 2, 2:2 + w], b2p[b, i + 2, 2:2 + w]
             for j in range(w):
                 r_row = g0[j] + ((rl[j] - gl[j]) * hf + (rrt[j] - grt[j]) * hf)
@@ -830,10 +823,10 @@ def render_static(raw: torch.Tensor, cfa: str, demosaic: str, sharpen: str, deno
         _run_rows(_filter3x3_rows, n * h, ypad_np, k, spad, denoise_reach)
     else:  # unsharp mask: (1 + a) y - a G y, the column taps weighted by -a (as isp._unsharp_op)
         size, amount = isp._gaussian_size(isp._UNSHARP_RADIUS), isp._UNSHARP_AMOUNT
-        taps = np.array(isp._gaussian_taps(isp._UNSHARP_RADIUS, size), dtype=np.float32)
+        gauss = np.array(isp._gaussian_taps(isp._UNSHARP_RADIUS, size))  # float64, like torch's alphas
         tmp = np.empty((n, h + size - 1, w), dtype=np.float32)
-        _run_rows(_row_pass, n * (h + size - 1), ypad_np, taps, tmp)
-        column = np.array([-amount * t for t in isp._gaussian_taps(isp._UNSHARP_RADIUS, size)], dtype=np.float32)
+        _run_rows(_row_pass, n * (h + size - 1), ypad_np, gauss.astype(np.float32), tmp)
+        column = (-amount * gauss).astype(np.float32)
         _run_rows(_column_pass, n * h, tmp, column, ypad_np, np.float32(1.0 + amount), sharpen_reach, spad,
                   denoise_reach)
     _run_rows(_reflect_border, n, spad, denoise_reach)
