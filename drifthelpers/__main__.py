@@ -1,8 +1,12 @@
-"""Command line: ``python -m drifthelpers {info,run,sweep,data,forensics,render} ...``.
+"""Command line: ``python -m drifthelpers {info,run,sweep,data,forensics,render,student} ...``.
 
-Sub-commands import what they need when they run (the ``forensics`` options are
-defined by :mod:`drifthelpers.forensics`, which imports torch). Errors the user can fix (bad file, bad parameter, missing data) print one
-clear message and exit with status 2; a failing notebook exits with 1.
+Building the parser imports neither torch nor numba (every option, those of
+``forensics`` included, is defined here); sub-commands import what they need when
+they run, so ``--help`` and ``--version`` answer at once.
+
+Exit status: 0 success; 1 a notebook or sweep job failed; 2 an error the user can fix
+(bad file, bad parameter, missing data, an existing output, a file-system error such
+as a read-only folder), printed as one ``error:`` line; 130 interrupted by Ctrl-C.
 """
 
 from __future__ import annotations
@@ -10,10 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+
+def _error(message: object) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 def _cmd_info(args) -> int:
@@ -45,15 +54,23 @@ def _cmd_info(args) -> int:
 
 
 def _parse_overrides(pairs: list[list[str]] | None) -> dict[str, str]:
+    from .batch import ParameterError
+
     out: dict[str, str] = {}
     for name, value in pairs or []:
+        if name in out:
+            raise ParameterError(f"-p {name} is given twice ({out[name]!r} and {value!r}); give it once")
         out[name] = value
     return out
 
 
 def _cmd_run(args) -> int:
-    from .batch import NotebookFailed, ParameterError, run_notebooks
+    import logging
 
+    from .batch import NotebookFailed, ParameterError, RunInterrupted, run_notebooks
+
+    # papermill logs a dead kernel or a failed cell as an error; the command reports it once itself
+    logging.getLogger("papermill").addHandler(logging.NullHandler())
     try:
         results = run_notebooks(
             select=args.notebooks or None,
@@ -64,12 +81,16 @@ def _cmd_run(args) -> int:
             notebook_dir=args.notebook_dir,
             progress=not args.no_progress,
         )
-    except (ParameterError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except (ParameterError, FileNotFoundError, FileExistsError) as exc:
+        return _error(exc)
     except NotebookFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except RunInterrupted as exc:
+        logging.getLogger("asyncio").disabled = True  # the cancelled kernel's tasks, collected at exit
+        print(f"\ninterrupted: the run stopped; {exc.run_dir / 'summary.json'} (and summary.md) "
+              "list what finished and are marked 'interrupted'.", file=sys.stderr)
+        return EXIT_INTERRUPTED
     run_dir = results[0].output.parent
     total = sum(r.seconds for r in results)
     print(f"\nAll {len(results)} notebook(s) ran in {total:.0f} s.")
@@ -107,14 +128,13 @@ def _cmd_sweep(args) -> int:
                 threads_per_job=args.threads_per_job,
                 columns=args.columns,
             )
-    except (ParameterError, FileNotFoundError) as exc:  # SweepError is a ParameterError
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except (ParameterError, FileNotFoundError, FileExistsError) as exc:  # SweepError is a ParameterError
+        return _error(exc)
     except KeyboardInterrupt:
         print("\ninterrupted: finished jobs are kept; unfinished ones are marked 'interrupted' in sweep.json.\n"
               "continue with: python -m drifthelpers sweep --rerun-failed <the sweep folder printed above>",
               file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     n_ok = sum(s == "ok" for s in result.statuses.values())
     print(f"\n{n_ok} of {len(result.statuses)} job(s) ok; ran {len(result.ran)} in {result.seconds:.0f} s.")
     print(f"Table: {result.table}  (also results.md, results.json; jobs/ holds each job's notebooks)")
@@ -129,8 +149,15 @@ def _cmd_data(args) -> int:
     from . import datasets
 
     try:
+        if args.data_cmd == "mini" and args.paper_size:
+            return _cmd_data_standin(args)
+        if args.data_cmd == "verify":
+            return _cmd_data_verify(args)
         if args.data_cmd == "mini":
-            paths = datasets.ensure_mini(root=args.root, seed=args.seed, rebuild=args.force)
+            sizes = {k: getattr(args, k) for k in ("n_microscopy", "n_drone", "size", "min_per_class")}
+            kw = dict(root=args.root, seed=args.seed, which=args.which or datasets.KINDS, workers=args.workers,
+                      **{k: v for k, v in sizes.items() if v is not None})  # unset: datasets.MINI_DEFAULTS
+            paths = datasets.build_mini(**kw) if args.force else datasets.ensure_mini(**kw)
             for name, path in paths.items():
                 print(f"{name}: {path}")
         elif args.data_cmd == "download":
@@ -139,32 +166,167 @@ def _cmd_data(args) -> int:
         else:  # pragma: no cover - argparse guarantees a sub-command
             raise AssertionError(args.data_cmd)
     except (datasets.DatasetLayoutError, datasets.DownloadError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _error(exc)
     return 0
+
+
+def _cmd_data_standin(args) -> int:
+    from . import datasets, dataverify
+
+    custom = [f"--{k.replace('_', '-')}" for k in ("size", "n_microscopy", "n_drone", "min_per_class")
+              if getattr(args, k) is not None]
+    if custom:
+        return _error(ValueError(f"--paper-size fixes the sizes; drop {', '.join(custom)} (or use --scale)"))
+    try:
+        paths = dataverify.build_standin(args.root, which=args.which or datasets.KINDS, scale=args.scale,
+                                         seed=args.seed, workers=args.workers, force=args.force)
+    except (datasets.DatasetLayoutError, FileExistsError, ValueError) as exc:
+        return _error(exc)
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def _data_kind(value: str) -> str:
+    if value not in ("microscopy", "drone"):
+        raise argparse.ArgumentTypeError(f"unknown data set {value!r}; choose microscopy or drone")
+    return value
+
+
+def _cmd_data_verify(args) -> int:
+    from . import datasets, dataverify
+
+    root = args.root or datasets.data_root() / "zenodo"
+    status = 0
+    for kind in args.kinds or datasets.KINDS:
+        try:
+            report = dataverify.verify_dataset(root, kind, expected=None if args.expect == "auto" else args.expect)
+        except datasets.DatasetLayoutError as exc:
+            return _error(exc)
+        print(report.table() + "\n")
+        if not report.ok:
+            status = EXIT_FAILED
+            print(f"{kind}: {len(report.problems)} problem(s):", file=sys.stderr)
+            for problem in report.problems:
+                print(f"  - {problem}", file=sys.stderr)
+    return status
 
 
 def _cmd_render(args) -> int:
     from . import isp
+    from .raw import RawError
 
     try:
-        out = isp.render_file(args.file, preset=args.preset, output=args.output)
-    except Exception as exc:  # every user-facing error of render_file is typed; report it plainly
-        from .raw import RawError
-
-        if isinstance(exc, (RawError, ValueError, FileNotFoundError)):
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-        raise
+        out = isp.render_file(args.file, preset=args.preset, output=args.output, overwrite=args.force,
+                              fidelity=args.fidelity)
+    except (RawError, ValueError, OSError) as exc:  # every user-facing error of render_file is typed
+        return _error(exc)
     print(f"wrote {out}")
     return 0
 
 
+def _cmd_student(args) -> int:
+    from .exercises import ExerciseFormatError, write_student_versions
+
+    try:
+        paths = write_student_versions(args.out_dir, args.notebook_dir, overwrite=args.force)
+    except (ExerciseFormatError, FileNotFoundError, FileExistsError) as exc:
+        return _error(exc)
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_forensics(args) -> int:
+    from .forensics import run_cli
+
+    return run_cli(args)
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
+def add_forensics_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The ``forensics`` command's options (defined here so that ``--help`` needs no torch)."""
+    parser.add_argument("--dataset", default="microscopy", choices=("microscopy", "drone"),
+                        help="data set (default microscopy)")
+    parser.add_argument("--profile", default="quick", choices=("quick", "paper"),
+                        help="training profile of the task model, as in notebook 03 (default quick)")
+    parser.add_argument("--preset", default="bi,s,ga",
+                        help="static view the task model was trained on; must be <bi|ma|me>,s,ga (default bi,s,ga)")
+    parser.add_argument("--split", type=int, default=0, help="split index (default 0)")
+    parser.add_argument("--subset", default="test", choices=("test", "val", "val+test"),
+                        help="images the envelope is measured on (default test)")
+    parser.add_argument("--intensity", type=float, default=1.0, help="light level of the raw data (default 1.0)")
+    parser.add_argument("--source", default="mini", choices=("mini", "zenodo"),
+                        help="mini data sets (generated offline) or the downloaded Zenodo release (default mini)")
+    parser.add_argument("--data-root", help="data folder (default: <repo>/data or $DRIFTHELPERS_DATA)")
+    parser.add_argument("--cache-dir", help="checkpoint cache (default: <data root>/cache/checkpoints)")
+    parser.add_argument("--checkpoint", help="a task-model state dict (torch.save) to use instead of the cache")
+    parser.add_argument("--train", action="store_true", help="train the task model when it is not in the cache")
+    parser.add_argument("--tolerance", type=float, default=0.05,
+                        help="allowed drop of the metric below the reference (default 0.05)")
+    parser.add_argument("--points", type=int, default=8, help="grid points per side and axis (default 8)")
+    parser.add_argument("--refine", type=int, default=4, help="bisection steps at each edge (default 4)")
+    parser.add_argument("--search-steps", type=int, default=0,
+                        help="also search each group (this many evaluations) and add paths toward the most "
+                             "harmful settings found (default 0 = fixed axes only)")
+    parser.add_argument("--lam", type=float, default=0.0, help="λ of those searches (default 0)")
+    parser.add_argument("-o", "--output", default="envelope.json", help="JSON specification (default envelope.json)")
+    parser.add_argument("--json", action="store_true", help="print the JSON specification instead of the table")
+    return parser
+
+
+def _add_data_parser(sub) -> None:
+    """The ``data`` command and its ``mini``, ``verify`` and ``download`` sub-commands."""
+    p = sub.add_parser("data", help="build the mini data sets or download the real ones")
+    dsub = p.add_subparsers(dest="data_cmd", required=True)
+    q = dsub.add_parser("mini", help="generate the offline mini data sets (reused when intact)")
+    q.add_argument("--root", help="data folder (default: <repo>/data or $DRIFTHELPERS_DATA)")
+    q.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    q.add_argument("--which", action="append", choices=("microscopy", "drone"),
+                   help="build only this set (repeat for both; default both)")
+    q.add_argument("--size", type=int, help="tile side in pixels, even, >= 64 (default 128)")
+    q.add_argument("--n-microscopy", type=int, help="microscopy crops, >= 9 x --min-per-class (default 144)")
+    q.add_argument("--n-drone", type=int, help="drone tiles (default 48)")
+    q.add_argument("--min-per-class", type=int, help="least microscopy crops per class (default 8)")
+    q.add_argument("--workers", type=_positive_int, help="processes (default: available cores, at most 4)")
+    q.add_argument("--force", action="store_true", help="rebuild even when present and intact")
+    q.add_argument("--paper-size", action="store_true",
+                   help="a stand-in at the paper's sizes in the Zenodo layout: --root receives its microscopy/ and "
+                        "drone/ folders (default <data>/standin, where data_source=standin reads it)")
+    q.add_argument("--scale", type=float, default=1.0,
+                   help="with --paper-size: fraction of the paper's counts (default 1)")
+    q.set_defaults(func=_cmd_data)
+    q = dsub.add_parser("verify", help="check that a data set is complete (counts, classes, sizes, checksums)")
+    q.add_argument("kinds", nargs="*", type=_data_kind, metavar="{microscopy,drone}",
+                   help="data sets to check (default both)")
+    q.add_argument("--root", help="data set folder or a folder holding it (default <data>/zenodo)")
+    q.add_argument("--expect", choices=("auto", "paper", "manifest"), default="auto",
+                   help="paper: the paper's counts; manifest: those a stand-in records; auto: manifest if any")
+    q.set_defaults(func=_cmd_data)
+    q = dsub.add_parser("download", help="fetch a real data set from Zenodo (checksummed)")
+    q.add_argument("name", choices=("raw-microscopy", "raw-drone"))
+    q.add_argument("--root", help="data folder (default: <repo>/data or $DRIFTHELPERS_DATA)")
+    q.set_defaults(func=_cmd_data)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(
         prog="python -m drifthelpers",
         description="Dataset drift controls with physical data models of optical images.",
     )
+    parser.add_argument("--version", action="version", version=f"drifthelpers {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("info", help="print a camera raw file's metadata")
@@ -176,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("notebooks", nargs="*", help="a selection (e.g. 01 02); all by default")
     p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"), help="parameter override")
     p.add_argument("--profile", default="quick", choices=("quick", "paper"), help="parameter profile")
-    p.add_argument("--name", help="run folder name (default: a timestamp)")
+    p.add_argument("--name", help="run folder name, a plain name that must not exist yet (default: a timestamp)")
     p.add_argument("--runs-dir", help="folder for runs (default: <repo>/runs)")
     p.add_argument("--notebook-dir", help="folder of notebooks to run (default: <repo>/notebooks)")
     p.add_argument("--no-progress", action="store_true", help="no per-cell progress bar")
@@ -194,49 +356,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
                    help="a parameter fixed for every job")
     p.add_argument("--profile", default="quick", choices=("quick", "paper"), help="parameter profile")
-    p.add_argument("--name", help="sweep folder name (default: sweep-<timestamp>)")
+    p.add_argument("--name",
+                   help="sweep folder name, a plain name that must not exist yet (default: sweep-<timestamp>)")
     p.add_argument("--runs-dir", help="folder for runs (default: <repo>/runs)")
     p.add_argument("--notebook-dir", help="folder of notebooks (default: <repo>/notebooks)")
     p.add_argument("--engine", default="local", choices=("local", "dask"),
                    help="local worker processes (default) or Dask.distributed")
     p.add_argument("--address", help="Dask scheduler address (tcp://host:8786); default: a LocalCluster")
-    p.add_argument("--workers", type=int, help="parallel jobs (default: min(jobs, CPU cores))")
-    p.add_argument("--threads-per-job", type=int, help="math threads per job (default: cores / workers)")
+    p.add_argument("--workers", type=_positive_int, help="parallel jobs (default: min(jobs, CPU cores))")
+    p.add_argument("--threads-per-job", type=_positive_int, help="math threads per job (default: cores / workers)")
     p.add_argument("--columns", action="append", metavar="PATTERN",
                    help="glob of result columns to show in results.md (e.g. '03/*ratio*')")
     p.add_argument("--rerun-failed", metavar="SWEEP_DIR",
                    help="run again, alone, the failed or unfinished jobs of an earlier sweep")
     p.set_defaults(func=_cmd_sweep)
 
-    p = sub.add_parser("data", help="build the mini data sets or download the real ones")
-    dsub = p.add_subparsers(dest="data_cmd", required=True)
-    q = dsub.add_parser("mini", help="generate the offline mini data sets (reused when intact)")
-    q.add_argument("--root", help="data folder (default: <repo>/data or $DRIFTHELPERS_DATA)")
-    q.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
-    q.add_argument("--force", action="store_true", help="rebuild even when present and intact")
-    q.set_defaults(func=_cmd_data)
-    q = dsub.add_parser("download", help="fetch a real data set from Zenodo (checksummed)")
-    q.add_argument("name", choices=("raw-microscopy", "raw-drone"))
-    q.add_argument("--root", help="data folder (default: <repo>/data or $DRIFTHELPERS_DATA)")
-    q.set_defaults(func=_cmd_data)
-
-    from .forensics import add_arguments as _forensics_arguments, run_cli as _forensics_run
+    _add_data_parser(sub)
 
     p = sub.add_parser("forensics", help="operating envelope of a trained task model (drift forensics)")
-    _forensics_arguments(p)
-    p.set_defaults(func=_forensics_run)
+    add_forensics_arguments(p)
+    p.set_defaults(func=_cmd_forensics)
 
     p = sub.add_parser("render", help="render a raw file through a static data model")
     p.add_argument("file", help="camera raw file or mini-dataset TIFF")
     p.add_argument("--preset", default="bi,s,ga", help="one of the twelve static data models (default bi,s,ga)")
-    p.add_argument("-o", "--output", required=True, help="output image (.png, .tif)")
+    p.add_argument("-o", "--output", required=True,
+                   help="output image (.png, .tif); never the input file, and not an existing file without --force")
+    p.add_argument("--force", action="store_true", help="replace an existing output file")
+    p.add_argument("--fidelity", choices=("corrected", "raw2logit"), default="corrected",
+                   help="corrected data model (default) or the paper's public code's chain (raw2logit)")
     p.set_defaults(func=_cmd_render)
+
+    p = sub.add_parser("student", help="write the student version of the notebooks (solutions replaced by stubs)")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="folder for the student notebooks (created)")
+    p.add_argument("--notebook-dir", help="folder of notebooks (default: <repo>/notebooks)")
+    p.add_argument("--force", action="store_true", help="replace student notebooks already in OUT_DIR")
+    p.set_defaults(func=_cmd_student)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and run the sub-command; returns the exit status (see the module doc)."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except OSError as exc:  # a file-system error no handler expected: one line, never a traceback
+        return _error(exc)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

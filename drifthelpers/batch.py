@@ -9,7 +9,10 @@ collects them into ``summary.json`` and ``summary.md``.
 
 A failing notebook is named with the cell that failed; the partially executed
 notebook is kept, the remaining notebooks are skipped, and the command exits
-non-zero.
+non-zero. A run folder is created exclusively (an existing one is refused, so two
+runs never mix their files), and its name must be a plain folder name. Ctrl-C
+stops the run with ``summary.json`` / ``summary.md`` written and marked
+``interrupted``. The notebook kernels' own log lines go to ``<run>/kernel.log``.
 """
 
 from __future__ import annotations
@@ -17,20 +20,27 @@ from __future__ import annotations
 import ast
 import datetime as _dt
 import json
+import math
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .fileio import atomic_write_json, atomic_write_text
+
 __all__ = [
     "NOTEBOOK_DIR",
     "ParameterError",
     "NotebookFailed",
+    "RunInterrupted",
     "NotebookResult",
+    "check_name",
+    "make_run_dir",
     "list_notebooks",
     "notebook_parameters",
     "check_parameters",
+    "typed_parameters",
     "run_notebooks",
     "hygiene_problems",
     "clean_notebook",
@@ -51,6 +61,14 @@ class NotebookFailed(RuntimeError):
         self.notebook, self.cell, self.error, self.output = notebook, cell, error, output
         where = f"code cell {cell}" if cell is not None else "an unknown cell"
         super().__init__(f"{notebook} failed in {where}: {error}\n  partial output kept in {output}")
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a run; ``summary.json`` in ``run_dir`` says which notebooks finished."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        super().__init__(f"run interrupted; partial results in {run_dir}")
 
 
 @dataclass
@@ -113,19 +131,50 @@ def notebook_parameters(path: str | os.PathLike) -> dict[str, dict]:
     return params
 
 
+INT64_RANGE = (-(2**63), 2**63 - 1)
+
+
+def _check_value(name: str, value, notebook: str) -> None:
+    """Refuse values no notebook can use: non-finite floats, integers beyond 64 bits."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ParameterError(f"parameter {name!r} of {notebook} must be finite, got {value!r}")
+    if isinstance(value, int) and not isinstance(value, bool) and not INT64_RANGE[0] <= value <= INT64_RANGE[1]:
+        raise ParameterError(f"parameter {name!r} of {notebook} is out of the 64-bit integer range: {value!r}")
+    if isinstance(value, (list, tuple, set, frozenset)):
+        for item in value:
+            _check_value(name, item, notebook)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_value(name, key, notebook)
+            _check_value(name, item, notebook)
+
+
+def _same_kind(raw, default) -> bool:
+    """``raw`` has the type of ``default``; ``bool`` and ``int`` are different types here."""
+    if isinstance(default, bool) or isinstance(raw, bool):
+        return isinstance(raw, bool) and isinstance(default, bool)
+    return isinstance(raw, type(default))
+
+
 def _coerce(name: str, value, spec: dict, notebook: str):
-    """Convert a command-line string to the type of the notebook's default."""
+    """Convert a command-line string to the type of the notebook's default, strictly.
+
+    ``True`` is not an integer, ``1`` is not a boolean; floats must be finite and
+    integers fit in 64 bits (also inside lists and dicts).
+    """
     default = spec["default"]
     if not isinstance(value, str):
         raw = value
     else:
         try:
             raw = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
             raw = value  # a bare word is a string
-    if default is None or isinstance(raw, type(default)):
+    if default is None or _same_kind(raw, default):
+        _check_value(name, raw, notebook)
         return raw
     if isinstance(default, float) and isinstance(raw, int) and not isinstance(raw, bool):
+        _check_value(name, raw, notebook)
         return float(raw)
     if isinstance(default, str) and isinstance(raw, (int, float)) and isinstance(value, str):
         return value
@@ -178,6 +227,57 @@ def _failed_cell(nb_path: Path) -> tuple[int | None, str]:
     return None, "unknown error"
 
 
+def check_name(name: str, what: str = "--name") -> str:
+    """A run or sweep folder name: one plain path component (no separators, no ``..``).
+
+    Raises:
+        ParameterError: for an empty name, ``.`` or ``..``, a name with ``/`` or ``\\``
+            (on every OS), a NUL byte, or surrounding spaces.
+    """
+    if not isinstance(name, str) or not name:
+        raise ParameterError(f"{what} must be a non-empty folder name, got {name!r}")
+    if name in (".", "..") or any(c in name for c in ("/", "\\", "\0")) or name != name.strip():
+        raise ParameterError(
+            f"{what} must be a plain folder name (no '/', '\\', '..' or surrounding spaces), got {name!r}"
+        )
+    return name
+
+
+def make_run_dir(base: str | os.PathLike, name: str | None, what: str = "--name", prefix: str = "") -> Path:
+    """Create ``base/name`` exclusively and return it.
+
+    With ``name=None`` the name is ``prefix`` and a timestamp (``-2``, ``-3``, ...
+    appended when a folder of that second exists); a given name that exists is refused.
+
+    Raises:
+        ParameterError: a bad name, or ``base`` is not a folder.
+        FileExistsError: ``base/name`` exists.
+    """
+    base = Path(base)
+    if name is not None:
+        check_name(name, what)
+    if base.exists() and not base.is_dir():
+        raise ParameterError(f"runs folder {base} is not a folder")
+    base.mkdir(parents=True, exist_ok=True)
+    if name is not None:
+        path = base / name
+        try:
+            path.mkdir()
+        except FileExistsError:
+            raise FileExistsError(
+                f"{path} exists; choose another {what} (earlier results are never overwritten)") from None
+        return path
+    stamp = prefix + _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    for i in range(1, 1000):
+        path = base / (stamp if i == 1 else f"{stamp}-{i}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free run folder name for {stamp} in {base}")
+
+
 def run_notebooks(
     select: list[str] | None = None,
     parameters: dict[str, object] | None = None,
@@ -196,7 +296,8 @@ def run_notebooks(
         parameters: overrides by name, validated against the notebooks first.
         profile: ``"quick"`` (default) or ``"paper"``; passed to notebooks that
             declare a ``profile`` parameter.
-        run_name: folder name inside ``runs_dir``; a timestamp when ``None``.
+        run_name: folder name inside ``runs_dir`` (a plain name, created exclusively:
+            an existing folder is refused); a timestamp when ``None``.
         runs_dir: where runs go; ``<repo>/runs`` by default.
         notebook_dir: where the notebooks are; ``<repo>/notebooks`` by default.
         progress: show papermill's per-cell progress bar.
@@ -208,8 +309,11 @@ def run_notebooks(
         One :class:`NotebookResult` per notebook run.
 
     Raises:
-        ParameterError: before anything runs, for unknown or ill-typed parameters.
+        ParameterError: before anything runs, for unknown or ill-typed parameters
+            or a bad run name.
+        FileExistsError: the run folder exists.
         NotebookFailed: when a notebook raises (after saving its partial output).
+        RunInterrupted: on Ctrl-C, after writing the summary marked ``interrupted``.
     """
     import papermill as pm
 
@@ -223,61 +327,114 @@ def run_notebooks(
     declared = {nb.name: notebook_parameters(nb) for nb in notebooks}
 
     log = log or _say
-    run_name = run_name or _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir = Path(runs_dir) if runs_dir else NOTEBOOK_DIR.parent / "runs"
-    run_dir = run_dir / run_name
-    run_dir.mkdir(parents=True, exist_ok=True)
+    typed = typed_parameters(notebooks, per_nb, overrides)
+    base = Path(runs_dir) if runs_dir else NOTEBOOK_DIR.parent / "runs"
+    run_dir = make_run_dir(base, run_name).resolve()  # absolute: kernels run in the notebook folder
 
     results: list[NotebookResult] = []
-    for nb in notebooks:
-        out_dir = run_dir / nb.stem
-        out_dir.mkdir(parents=True, exist_ok=True)
-        params = dict(per_nb[nb.name])
-        if "output_dir" in declared[nb.name] and "output_dir" not in params:
-            params["output_dir"] = str(out_dir)
-        if "profile" in declared[nb.name] and "profile" not in params:
-            params["profile"] = profile
-        out_nb = run_dir / nb.name
-        log(f"[drifthelpers run] {nb.name} -> {out_nb}")
-        start = time.perf_counter()
-        try:
-            pm.execute_notebook(
-                str(nb),
-                str(out_nb),
-                parameters=params,
-                cwd=str(nb.parent),
-                kernel_name=kernel_name or "python3",
-                progress_bar=progress,
-                log_output=False,
-            )
-        except Exception as exc:
-            cell, error = _failed_cell(out_nb)
-            if error == "unknown error":
-                error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            results.append(NotebookResult(nb.name, out_nb, time.perf_counter() - start, "failed"))
-            _write_summary(run_dir, results, profile, overrides)
-            raise NotebookFailed(nb.name, cell, error, out_nb) from None
-        seconds = time.perf_counter() - start
-        collected = {}
-        for jf in sorted(out_dir.glob("*.json")):
-            try:
-                collected[jf.stem] = json.loads(jf.read_text())
-            except json.JSONDecodeError:
-                collected[jf.stem] = {"error": f"{jf.name} is not valid JSON"}
-        results.append(NotebookResult(nb.name, out_nb, seconds, "ok", collected))
-        log(f"[drifthelpers run] {nb.name} done in {seconds:.1f} s")
-    _write_summary(run_dir, results, profile, overrides)
+    current, start = notebooks[0], time.perf_counter()
+    try:
+        for current in notebooks:
+            params = dict(per_nb[current.name])
+            for name, value in (("output_dir", str(run_dir / current.stem)), ("profile", profile)):
+                if name in declared[current.name] and name not in params:
+                    params[name] = value
+            log(f"[drifthelpers run] {current.name} -> {run_dir / current.name}")
+            start = time.perf_counter()
+            results.append(_run_one(pm, current, run_dir, params, progress, kernel_name))
+            log(f"[drifthelpers run] {current.name} done in {results[-1].seconds:.1f} s")
+    except KeyboardInterrupt:
+        results.append(NotebookResult(current.name, run_dir / current.name, time.perf_counter() - start,
+                                      "interrupted"))
+        _write_summary(run_dir, results, profile, typed, interrupted=True)
+        raise RunInterrupted(run_dir) from None
+    except NotebookFailed:
+        results.append(NotebookResult(current.name, run_dir / current.name, time.perf_counter() - start, "failed"))
+        _write_summary(run_dir, results, profile, typed)
+        raise
+    _write_summary(run_dir, results, profile, typed)
     return results
+
+
+def _kernel_manager(log_path: Path) -> type:
+    """A Jupyter kernel manager whose kernel writes its own stderr to ``log_path``.
+
+    The kernel's log lines (and its complaints while it is shut down on Ctrl-C) then
+    stay in the run folder instead of interleaving with the command's messages.
+    """
+    from jupyter_client.manager import AsyncKernelManager
+
+    class _LoggedKernelManager(AsyncKernelManager):
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            with open(log_path, "ab") as fh:
+                kw["stderr"] = fh
+                await super()._async_launch_kernel(kernel_cmd, **kw)
+
+    return _LoggedKernelManager
+
+
+def _run_one(pm, nb: Path, run_dir: Path, params: dict, progress: bool, kernel_name: str | None) -> NotebookResult:
+    """Execute one notebook into ``run_dir`` and collect the JSON files of its output folder.
+
+    The kernel's own stderr goes to ``<run>/kernel.log``.
+    """
+    out_dir = run_dir / nb.stem
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out_nb = run_dir / nb.name
+    start = time.perf_counter()
+    try:
+        pm.execute_notebook(
+            str(nb),
+            str(out_nb),
+            parameters=params,
+            cwd=str(nb.parent),
+            kernel_name=kernel_name or "python3",
+            progress_bar=progress,
+            log_output=False,
+            kernel_manager_class=_kernel_manager(run_dir / "kernel.log"),
+        )
+    except Exception as exc:
+        cell, error = _failed_cell(out_nb)
+        if error == "unknown error":
+            error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        raise NotebookFailed(nb.name, cell, error, out_nb) from None
+    seconds = time.perf_counter() - start
+    collected = {}
+    for jf in sorted(out_dir.glob("*.json")):
+        try:
+            collected[jf.stem] = json.loads(jf.read_text())
+        except json.JSONDecodeError:
+            collected[jf.stem] = {"error": f"{jf.name} is not valid JSON"}
+    return NotebookResult(nb.name, out_nb, seconds, "ok", collected)
+
+
+def typed_parameters(notebooks: list[Path], per_nb: dict[str, dict], overrides: dict) -> dict:
+    """Each override as the typed value passed (from the first notebook declaring it).
+
+    Args:
+        notebooks: the notebooks run.
+        per_nb: :func:`check_parameters`'s result for ``overrides``.
+        overrides: the overrides by name, as given.
+    """
+    typed = {}
+    for key in overrides:
+        typed[key] = next(per_nb[nb.name][key] for nb in notebooks if key in per_nb[nb.name])
+    return typed
 
 
 def _say(message: str) -> None:
     print(message, flush=True)
 
 
-def _write_summary(run_dir: Path, results: list[NotebookResult], profile: str, overrides: dict) -> None:
+def _write_summary(run_dir: Path, results: list[NotebookResult], profile: str, parameters: dict,
+                   interrupted: bool = False) -> None:
+    """``summary.json`` (typed parameter values) and ``summary.md``, each written atomically."""
     summary = {
         "profile": profile,
-        "parameters": {k: v for k, v in overrides.items()},
+        "parameters": dict(parameters),
+        "status": "interrupted" if interrupted else (
+            "failed" if any(r.status == "failed" for r in results) else "ok"),
+        "interrupted": interrupted,
         "notebooks": [
             {
                 "notebook": r.notebook,
@@ -289,17 +446,16 @@ def _write_summary(run_dir: Path, results: list[NotebookResult], profile: str, o
             for r in results
         ],
     }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    lines = [
-        f"# Run {run_dir.name} (profile: {profile})",
-        "",
-        "| notebook | status | seconds | results |",
-        "|---|---|---|---|",
-    ]
+    atomic_write_json(run_dir / "summary.json", summary, indent=2, default=str)
+    title = f"# Run {run_dir.name} (profile: {profile})"
+    lines = [title + (" - INTERRUPTED" if interrupted else ""), ""]
+    if interrupted:
+        lines += ["Interrupted (Ctrl-C): the notebooks below are all that ran; the last one did not finish.", ""]
+    lines += ["| notebook | status | seconds | results |", "|---|---|---|---|"]
     for r in results:
         keys = ", ".join(sorted(r.results)) or "-"
         lines.append(f"| {r.notebook} | {r.status} | {r.seconds:.1f} | {keys} |")
-    (run_dir / "summary.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(run_dir / "summary.md", "\n".join(lines) + "\n")
 
 
 # --------------------------------------------------------------------------- notebook hygiene
@@ -363,7 +519,7 @@ def clean_notebook(path: str | os.PathLike) -> bool:
     nb.metadata = {k: v for k, v in nb.metadata.items() if k in _NB_METADATA}
     after = nbformat.writes(nb)
     if after != before:
-        path.write_text(after)
+        atomic_write_text(path, after)
         return True
     return False
 

@@ -34,24 +34,32 @@ everywhere else (GPU, float64, gradients, per-image parameters).
 Compiled code is cached on disk (Numba's cache; generated demosaic loops in
 ``$DRIFTHELPERS_KERNEL_CACHE`` or the user cache folder), so only the first call on a machine
 pays the compilation: about 22 s for all twelve presets of one CFA pattern (7 s more for each
-further pattern's linear demosaicers); later processes load it in about a second. Set
+further pattern's linear demosaicers); later processes load it in about a second. The
+generated loops are compiled from their generated source text (the file in the folder only
+anchors Numba's cache, nothing is imported from there), and a folder that is not private to
+the user (owned by another user, or writable by group or others) is refused with a warning:
+the loops are then compiled in memory in every process. Set
 ``DRIFTHELPERS_FAST_ISP=0`` to turn the fast path off, or call :func:`set_enabled`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import math
 import os
+import stat
 import sys
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import torch
+
+from .fileio import atomic_write_text
 
 try:  # Numba is a dependency; without it the torch path renders everything
     import numba
@@ -626,11 +634,35 @@ if numba is not None:
 # --------------------------------------------------------------------------- generated demosaic loops
 
 
+def _not_private(folder: Path) -> str | None:
+    """Why ``folder`` (or its ``__pycache__``, where Numba keeps compiled code) could hold
+    files planted by another user; ``None`` when it is private to this user.
+
+    Private means owned by this user and writable by nobody else. Only checked where POSIX
+    owners and modes exist.
+    """
+    if not hasattr(os, "geteuid"):  # pragma: no cover - Windows: ACLs, not modes
+        return None
+    for path in (folder, folder / "__pycache__"):
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            continue
+        if info.st_uid != os.geteuid():
+            return f"{path} belongs to uid {info.st_uid}, not to this user (uid {os.geteuid()})"
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            return f"{path} is writable by group or others (mode {stat.S_IMODE(info.st_mode):o})"
+    return None
+
+
 def _kernel_folder() -> Path | None:
     """Where generated kernel modules (and Numba's cache of them) are kept: the user's cache
-    folder or ``$DRIFTHELPERS_KERNEL_CACHE``; None where it cannot be written (then the loops
-    are compiled from memory in each process). Never a shared temporary folder: the modules
-    found there are imported."""
+    folder or ``$DRIFTHELPERS_KERNEL_CACHE``.
+
+    ``None`` (the loops are then compiled from memory in each process, without a disk
+    cache) where the folder cannot be written, or, with a warning, where it is not private
+    to this user: Numba's cache there holds machine code that would be run.
+    """
     if os.environ.get("DRIFTHELPERS_KERNEL_CACHE"):
         folder = Path(os.environ["DRIFTHELPERS_KERNEL_CACHE"])
     else:
@@ -638,11 +670,19 @@ def _kernel_folder() -> Path | None:
 
         folder = Path(pooch.os_cache("drifthelpers")) / "kernels"
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # made here, private whatever the umask, before Numba makes it with the umask's mode
+        (folder / "__pycache__").mkdir(mode=0o700, exist_ok=True)
         probe = folder / f".probe-{os.getpid()}"
         probe.write_text("")
         probe.unlink()
+        problem = _not_private(folder)
     except OSError:
+        return None
+    if problem is not None:
+        warnings.warn(f"kernel cache folder refused: {problem}; the demosaic loops are compiled in memory "
+                      "instead (make the folder private with 'chmod go-w' or set DRIFTHELPERS_KERNEL_CACHE)",
+                      RuntimeWarning, stacklevel=3)
         return None
     return folder
 
@@ -664,7 +704,7 @@ def _demosaic_source(outputs: tuple) -> str:
         "_F = np.float32",
         "",
         "",
-        f"@njit(nogil=True, cache=True, fastmath={set(sorted(_FLAGS))!r}, error_model='numpy',",
+        f"@njit(nogil=True, cache=True, fastmath={{{', '.join(map(repr, sorted(_FLAGS)))}}}, error_model='numpy',",
         "      pipeline_class=_NoAliasCompiler)" if _NoAliasCompiler else "      )",
         "def kernel(planes, weights, consts, mat, lin, ypad, p, start, stop):",
         "    h2 = lin.shape[2] // 2",
@@ -717,15 +757,20 @@ def _demosaic_kernel(cfa: str, kernels: tuple):
         namespace: dict = {}
         exec(compile(source.replace("cache=True", "cache=False"), name, "exec"), namespace)
         return namespace["kernel"], outputs, pad
+    # The file on disk is only the anchor of Numba's cache (which keys its entries on the
+    # file's path and time stamp); the code run is compiled here from the generated text,
+    # never imported from the folder, so no planted bytecode or edited file is executed.
     path = folder / f"{name}.py"
-    if not path.is_file() or path.read_text() != source:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-        tmp.write_text(source)
-        tmp.replace(path)  # atomic: another process never sees half a file
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
+    try:
+        current = path.read_text() if path.is_file() else None
+    except (OSError, UnicodeDecodeError):
+        current = None
+    if current != source:
+        atomic_write_text(path, source)
+    module = ModuleType(name)
+    module.__file__ = str(path)
     sys.modules[name] = module
-    spec.loader.exec_module(module)
+    exec(compile(source, str(path), "exec"), module.__dict__)
     return module.kernel, outputs, pad
 
 

@@ -37,12 +37,18 @@ Decisions for awkward real files (each is tested):
 * ``bit_depth`` is the number of bits spanned by the white level,
   ``int(white_level).bit_length()``: a 12-bit sensor left-justified in 16 bits
   reports 16, which is what the stored numbers span.
+* Sizes are checked before anything is allocated: a TIFF-based file whose header
+  declares more than :data:`MAX_PIXELS` pixels raises :class:`RawImageTooLargeError`,
+  and one whose uncompressed pixel data cannot fit in the file raises
+  :class:`CorruptRawFileError`. Every error names the file.
 """
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import stat
 import sys
 import tempfile
 import warnings
@@ -64,7 +70,13 @@ __all__ = [
     "NotARawFileError",
     "CorruptRawFileError",
     "UnsupportedSensorError",
+    "NotAMosaicError",
+    "UnreadableRawFileError",
+    "RawImageTooLargeError",
+    "MAX_PIXELS",
+    "check_readable",
     "read_raw",
+    "read_tiff",
     "write_dng",
     "cfa_to_kornia",
     "cfa_channel_indices",
@@ -75,6 +87,10 @@ __all__ = [
 ]
 
 CFA_PATTERNS: tuple[str, ...] = ("RGGB", "BGGR", "GRBG", "GBRG")
+
+#: Most pixels a file may declare (268 Mpx, above every camera sensor); larger headers are
+#: refused before anything is allocated.
+MAX_PIXELS = 1 << 28
 
 _COLOUR_INDEX = {"R": 0, "G": 1, "B": 2}
 
@@ -143,6 +159,19 @@ class UnsupportedSensorError(RawError):
     X-Trans (6x6 CFA), Foveon and linear/"stacked" RGB raws (film scanners,
     linear DNGs) and four-colour sensors (CMYG, RGBE) fall here.
     """
+
+
+class NotAMosaicError(NotARawFileError):
+    """A valid image file with several colour samples per pixel (an RGB TIFF): already
+    rendered, not a sensor mosaic, so no camera values can make it one."""
+
+
+class UnreadableRawFileError(RawError, OSError):
+    """The path exists but cannot be read: no permission, a symbolic-link loop, an I/O error."""
+
+
+class RawImageTooLargeError(RawError):
+    """The file declares an image with more pixels than the reader accepts (:data:`MAX_PIXELS`)."""
 
 
 # --------------------------------------------------------------------------- CFA helpers
@@ -435,11 +464,78 @@ def _camera_name(path: Path) -> str | None:
     return name or None
 
 
-def _check_tiff_strips(path: Path) -> None:
-    """Raise CorruptRawFileError when a TIFF-based raw points past its end.
+def check_readable(path: str | os.PathLike) -> None:
+    """Raise the :class:`RawError` that says why ``path`` cannot be read, if it cannot.
 
-    LibRaw reads short files without complaint (the missing pixels come back
-    as zeros), so truncation is checked here for every TIFF-based format.
+    Tells apart a missing file, a folder, a symbolic-link loop, a file this user may not
+    read and an empty file (each is a different fix for the user).
+
+    Raises:
+        RawFileNotFoundError: no such file (or a dangling link), a folder, not a regular file.
+        UnreadableRawFileError: no permission, a symbolic-link loop, an I/O error.
+        NotARawFileError: an empty file.
+    """
+    path = Path(path)
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        why = "a symbolic link to a missing file" if path.is_symlink() else "no such file"
+        raise RawFileNotFoundError(path, why) from None
+    except PermissionError:
+        raise UnreadableRawFileError(path, "permission denied: a folder on its path cannot be searched") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnreadableRawFileError(path, "a symbolic link loop (too many levels of symbolic links)") from None
+        raise UnreadableRawFileError(path, f"cannot be accessed ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise RawFileNotFoundError(path, "not a regular file: a folder")
+    if not stat.S_ISREG(info.st_mode):
+        raise RawFileNotFoundError(path, "not a regular file")
+    try:
+        with open(path, "rb") as fh:
+            fh.read(1)
+    except PermissionError:
+        raise UnreadableRawFileError(path, "permission denied: this user may not read the file") from None
+    except OSError as exc:
+        raise UnreadableRawFileError(path, f"cannot be read ({exc.strerror or exc})") from None
+    if info.st_size == 0:
+        raise NotARawFileError(path, "the file is empty (0 bytes)")
+
+
+def _check_tiff_page(path: Path, page, size: int, max_pixels: int) -> None:
+    """Check one TIFF page's declared size against ``max_pixels`` and the file's ``size``."""
+    width, height = int(page.imagewidth), int(page.imagelength)
+    depth, samples = max(int(page.imagedepth), 1), max(int(page.samplesperpixel), 1)
+    pixels = width * height * depth
+    if pixels > max_pixels:
+        raise RawImageTooLargeError(
+            path, f"the header declares a {width}x{height} image ({pixels / 1e6:.0f} Mpx), more than the "
+                  f"{max_pixels / 1e6:.0f} Mpx accepted"
+        )
+    bits = page.bitspersample if isinstance(page.bitspersample, int) else max(page.bitspersample)
+    needed = height * depth * math.ceil(width * samples * int(bits) / 8)
+    if int(page.compression) == 1 and needed > size:
+        raise CorruptRawFileError(
+            path, f"truncated or corrupt: the header declares a {width}x{height} image ({needed} bytes of "
+                  f"uncompressed pixel data) but the file has {size} bytes"
+        )
+    offsets = getattr(page, "dataoffsets", ()) or ()
+    counts = getattr(page, "databytecounts", ()) or ()
+    for off, cnt in zip(offsets, counts):
+        if off + cnt > size:
+            raise CorruptRawFileError(
+                path, f"truncated: image data end at byte {off + cnt} but the file has {size} bytes"
+            )
+
+
+def _check_tiff_layout(path: Path, max_pixels: int) -> None:
+    """Raise before anything is allocated when a TIFF-based file declares too many pixels
+    (:class:`RawImageTooLargeError`) or pixel data that cannot fit in it
+    (:class:`CorruptRawFileError`).
+
+    LibRaw reads short files without complaint (the missing pixels come back as zeros),
+    so truncation is checked here for every TIFF-based format. Files tifffile cannot
+    parse are left to LibRaw.
     """
     try:
         import tifffile
@@ -450,17 +546,73 @@ def _check_tiff_strips(path: Path) -> None:
     try:
         size = path.stat().st_size
         for page in tif.pages:
-            offsets = getattr(page, "dataoffsets", ()) or ()
-            counts = getattr(page, "databytecounts", ()) or ()
-            for off, cnt in zip(offsets, counts):
-                if off + cnt > size:
-                    raise CorruptRawFileError(
-                        path, f"truncated: image data end at byte {off + cnt} but the file has {size} bytes"
-                    )
-    except CorruptRawFileError:
+            _check_tiff_page(path, page, size, max_pixels)
+    except RawError:
         raise
     except Exception:  # unusual TIFF variants: leave the decision to LibRaw
         return
+    finally:
+        tif.close()
+
+
+def _plain_tiff_description(path: Path) -> tuple[str, int] | None:
+    """``("an RGB TIFF image (32x32x3, uint8)", samples per pixel)`` for a TIFF whose first
+    image is whole, else None."""
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            shape, dtype = tuple(page.shape), page.dtype
+            kind = {2: "an RGB TIFF image", 1: "a grey-scale TIFF image", 0: "a grey-scale TIFF image"}.get(
+                int(page.photometric), "a TIFF image")
+            samples = int(page.samplesperpixel)
+            _check_tiff_page(path, page, path.stat().st_size, MAX_PIXELS)
+    except Exception:
+        return None
+    return f"{kind} ({'x'.join(map(str, shape))}, {dtype})", samples
+
+
+def read_tiff(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """The first image of a plain TIFF file, with its declared size checked before reading.
+
+    For the single-channel mosaics and masks of the data sets, which carry their camera
+    values elsewhere (``camera.json``).
+
+    Args:
+        path: the TIFF file.
+        max_pixels: most pixels the header may declare.
+
+    Returns:
+        The image as stored: (H, W) or (H, W, S).
+
+    Raises:
+        RawFileNotFoundError: no such file (or a folder).
+        UnreadableRawFileError: no permission, a symbolic-link loop.
+        NotARawFileError: not a TIFF file.
+        RawImageTooLargeError: the header declares more than ``max_pixels`` pixels.
+        CorruptRawFileError: truncated or corrupt data.
+    """
+    import tifffile
+
+    path = Path(path)
+    check_readable(path)
+    try:
+        tif = tifffile.TiffFile(path)
+    except Exception as exc:
+        if _looks_like_raw(path):
+            raise CorruptRawFileError(path, f"a damaged TIFF file ({type(exc).__name__}: {exc})") from None
+        raise NotARawFileError(path, "not a TIFF file") from None
+    try:
+        if not tif.pages:
+            raise CorruptRawFileError(path, "a TIFF file without images")
+        page = tif.pages[0]
+        _check_tiff_page(path, page, path.stat().st_size, max_pixels)
+        return page.asarray()
+    except RawError:
+        raise
+    except Exception as exc:
+        raise CorruptRawFileError(path, f"truncated or corrupt TIFF data ({type(exc).__name__}: {exc})") from None
     finally:
         tif.close()
 
@@ -531,7 +683,7 @@ def _normalise_wb(cam_mul) -> tuple[float, float, float] | None:
     return (r / g, 1.0, b / g)
 
 
-def read_raw(path: str | os.PathLike) -> RawImage:
+def read_raw(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> RawImage:
     """Read a camera raw file into a :class:`RawImage` through rawpy/LibRaw.
 
     Every format LibRaw reads (DNG, CRW, CR2, NEF, ARW, KDC, ...) with a 2x2
@@ -541,26 +693,25 @@ def read_raw(path: str | os.PathLike) -> RawImage:
 
     Args:
         path: the raw file.
+        max_pixels: most pixels a TIFF-based file may declare (checked before reading).
 
     Returns:
         The visible mosaic and its metadata.
 
     Raises:
-        RawFileNotFoundError: no such file.
-        NotARawFileError: not a raw file LibRaw knows.
+        RawFileNotFoundError: no such file, or a folder.
+        UnreadableRawFileError: no permission to read it, a symbolic-link loop.
+        NotAMosaicError: an image with several samples per pixel (an RGB TIFF).
+        NotARawFileError: not a raw file LibRaw knows (a text file, ...).
+        RawImageTooLargeError: the file declares more than ``max_pixels`` pixels.
         CorruptRawFileError: truncated or corrupt data.
         UnsupportedSensorError: not a 2x2 Bayer mosaic (X-Trans, Foveon, linear RGB, CMYG).
     """
     import rawpy
 
     path = Path(path)
-    if not path.exists():
-        raise RawFileNotFoundError(path, "no such file")
-    if not path.is_file():
-        raise RawFileNotFoundError(path, "not a regular file")
-    if path.stat().st_size == 0:
-        raise NotARawFileError(path, "the file is empty (0 bytes)")
-    _check_tiff_strips(path)
+    check_readable(path)
+    _check_tiff_layout(path, max_pixels)
 
     capture = _CaptureCStderr()
     try:
@@ -592,12 +743,18 @@ def read_raw(path: str | os.PathLike) -> RawImage:
     except RawError:
         raise
     except rawpy.LibRawFileUnsupportedError as exc:
+        plain = _plain_tiff_description(path)
+        if plain is not None:
+            error = NotAMosaicError if plain[1] > 1 else NotARawFileError
+            raise error(path, f"{plain[0]}, not a camera raw file") from None
         if _looks_like_raw(path):
             raise CorruptRawFileError(
                 path, "starts like a camera raw file but LibRaw cannot parse it: truncated or corrupt"
             ) from None
         raise NotARawFileError(path, f"not a camera raw file LibRaw can read ({exc})") from None
-    except (rawpy.LibRawIOError, rawpy.LibRawDataError, rawpy.LibRawTooBigError) as exc:
+    except rawpy.LibRawTooBigError as exc:
+        raise RawImageTooLargeError(path, f"the image is too large for LibRaw to read ({exc})") from None
+    except (rawpy.LibRawIOError, rawpy.LibRawDataError) as exc:
         raise CorruptRawFileError(path, f"truncated or corrupt raw data ({type(exc).__name__}: {exc})") from None
     except rawpy.LibRawError as exc:
         raise CorruptRawFileError(path, f"LibRaw could not decode the file ({type(exc).__name__}: {exc})") from None
@@ -743,10 +900,9 @@ def write_dng(raw_image: RawImage, path: str | os.PathLike, *, overwrite: bool =
     if raw_image.pixel_aspect != 1.0:
         tags.append((_TAG_DEFAULT_SCALE, 5, 2, tuple(_rational([raw_image.pixel_aspect, 1.0])), True))
 
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    from .fileio import atomic_output
+
+    with atomic_output(path, overwrite=overwrite) as tmp:
         tifffile.imwrite(
             tmp,
             raw_image.raw,
@@ -758,8 +914,4 @@ def write_dng(raw_image: RawImage, path: str | os.PathLike, *, overwrite: bool =
             extratags=tags,
             metadata=None,
         )
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path

@@ -36,12 +36,19 @@ Jobs that failed (or never finished) run again, alone, with
 ``python -m drifthelpers sweep --rerun-failed runs/<name>``; the earlier attempt's
 folder is kept under ``attempts/``.
 
+A sweep folder is created exclusively (an existing name is refused), and while a
+sweep or a re-run works in it, it holds ``.sweep.lock`` (:mod:`filelock`): a second
+``--rerun-failed`` of a sweep that is still running is refused instead of running
+its live jobs twice. Every check (grid, parameters, engine, ``workers``,
+``threads_per_job``, name) runs before the folder is created.
+
 On a remote cluster the workers must see the same file system as the sweep folder
 (as on any shared-storage HPC cluster) and have drifthelpers installed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as _dt
 import fnmatch
@@ -53,7 +60,6 @@ import os
 import re
 import shutil
 import socket
-import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -66,14 +72,19 @@ from .batch import (
     PROFILES,
     NotebookFailed,
     ParameterError,
+    check_name,
     check_parameters,
     list_notebooks,
+    make_run_dir,
     notebook_parameters,
+    typed_parameters,
 )
+from .fileio import atomic_write_json, atomic_write_text
 
 __all__ = [
     "ENGINES",
     "SweepError",
+    "SweepLocked",
     "SweepJob",
     "SweepResult",
     "parse_grid",
@@ -89,11 +100,16 @@ __all__ = [
 ENGINES = ("local", "dask")
 MANIFEST = "sweep.json"
 MANIFEST_VERSION = 1
+LOCK_FILE = ".sweep.lock"
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 class SweepError(ParameterError):
     """A sweep cannot start: a bad grid, an existing sweep folder, an unknown engine, ..."""
+
+
+class SweepLocked(SweepError):
+    """Another process is running this sweep (or re-running its jobs) right now."""
 
 
 @dataclass(frozen=True)
@@ -373,26 +389,26 @@ def _now() -> str:
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=1, default=str)
-            fh.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write_json(path, obj, indent=1, default=str)
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+@contextlib.contextmanager
+def _sweep_lock(sweep_dir: Path) -> Iterator[None]:
+    """Hold the sweep folder's lock, or raise :class:`SweepLocked` at once."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(sweep_dir / LOCK_FILE), timeout=0)
     try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
+        lock.acquire()
+    except Timeout:
+        raise SweepLocked(
+            f"sweep {sweep_dir} is in use by another process (a sweep or --rerun-failed is running); "
+            "wait until it finishes"
+        ) from None
+    try:
+        yield
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        lock.release()
 
 
 def load_manifest(sweep_dir: str | os.PathLike) -> dict[str, Any]:
@@ -423,10 +439,18 @@ def _check_engine(engine: str, address: str | None) -> None:
             ) from None
 
 
+def _check_counts(workers: int | None, threads_per_job: int | None) -> None:
+    """``--workers`` and ``--threads-per-job``: whole numbers >= 1 (or unset)."""
+    for flag, value in (("--workers", workers), ("--threads-per-job", threads_per_job)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise SweepError(f"{flag} must be a whole number >= 1, got {value!r}")
+
+
 def _default_workers(n_jobs: int, workers: int | None) -> int:
+    _check_counts(workers, None)
     if workers is not None:
-        if workers < 1:
-            raise SweepError(f"--workers must be >= 1, got {workers}")
         return workers
     return max(1, min(n_jobs, os.cpu_count() or 1))
 
@@ -454,8 +478,9 @@ def run_sweep(
         select: notebooks each job runs (see :func:`drifthelpers.batch.list_notebooks`).
         parameters: fixed overrides for every job (``-p NAME VALUE``).
         profile: ``"quick"`` or ``"paper"``, as for ``run``.
-        name: sweep folder name inside ``runs_dir`` (default ``sweep-<timestamp>``);
-            an existing sweep folder is refused (see :func:`rerun_failed`).
+        name: sweep folder name inside ``runs_dir``, one plain folder name (default
+            ``sweep-<timestamp>``); the folder is created exclusively, so an existing
+            one is refused (see :func:`rerun_failed` for an earlier sweep).
         engine: ``"local"`` (processes here) or ``"dask"``.
         address: Dask scheduler address; without it a ``LocalCluster`` is started.
         workers: parallel jobs (local processes or LocalCluster workers); default
@@ -466,33 +491,34 @@ def run_sweep(
             (all columns are always in ``results.csv``).
 
     Raises:
-        SweepError / ParameterError: before anything runs, for a bad grid or parameter.
+        SweepError / ParameterError: before anything is written, for a bad grid,
+            parameter, name, ``workers`` or ``threads_per_job``.
+        FileExistsError: the sweep folder exists.
     """
     _check_engine(engine, address)
+    _check_counts(workers, threads_per_job)
     if profile not in PROFILES:
         raise SweepError(f"profile must be one of {PROFILES}, got {profile!r}")
+    if name is not None:
+        check_name(name)
     notebooks = list_notebooks(notebook_dir, list(select) if select else None)
     if not notebooks:
         raise FileNotFoundError(f"no notebooks found in {notebook_dir or NOTEBOOK_DIR}")
     fixed = dict(parameters or {})
     jobs = plan_jobs(notebooks, grid, fixed)
-    fixed_typed: dict[str, Any] = {}
-    per_nb = check_parameters(notebooks, fixed)
-    for key in fixed:
-        fixed_typed[key] = next(per_nb[nb.name][key] for nb in notebooks if key in per_nb[nb.name])
+    fixed_typed = typed_parameters(notebooks, check_parameters(notebooks, fixed), fixed)
 
-    name = name or "sweep-" + _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     base = Path(runs_dir) if runs_dir else NOTEBOOK_DIR.parent / "runs"
-    sweep_dir = (base / name).resolve()
-    if (sweep_dir / MANIFEST).exists():
+    if name is not None and (base / name / MANIFEST).exists():
+        existing = (base / name).resolve()
         raise SweepError(
-            f"sweep {sweep_dir} already exists; re-run its failed jobs with "
-            f"'python -m drifthelpers sweep --rerun-failed {sweep_dir}', or choose another --name"
+            f"sweep {existing} already exists; re-run its failed jobs with "
+            f"'python -m drifthelpers sweep --rerun-failed {existing}', or choose another --name"
         )
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+    sweep_dir = make_run_dir(base, name, prefix="sweep-").resolve()
     manifest = {
         "version": MANIFEST_VERSION,
-        "name": name,
+        "name": sweep_dir.name,
         "created": _now(),
         "notebooks": [nb.name for nb in notebooks],
         "notebook_dir": str(Path(notebooks[0]).parent.resolve()),
@@ -505,9 +531,10 @@ def run_sweep(
             for job in jobs
         },
     }
-    _write_json_atomic(sweep_dir / MANIFEST, manifest)
-    return _execute(sweep_dir, manifest, [j.job_id for j in jobs], engine, address, workers, threads_per_job,
-                    progress)
+    with _sweep_lock(sweep_dir):
+        _write_json_atomic(sweep_dir / MANIFEST, manifest)
+        return _execute(sweep_dir, manifest, [j.job_id for j in jobs], engine, address, workers, threads_per_job,
+                        progress)
 
 
 def _grid_values(jobs: list[SweepJob], names: list[str]) -> dict[str, list]:
@@ -533,18 +560,26 @@ def rerun_failed(
 
     Jobs that succeeded are kept as they are; each re-run job's earlier folder moves
     to ``attempts/<job>-<n>/``. The collected table is rebuilt from all jobs.
+
+    Raises:
+        SweepLocked: the sweep (or another re-run of it) is still running; nothing
+            was moved or started.
+        SweepError: not a sweep folder, or bad ``workers`` / ``threads_per_job``.
     """
     _check_engine(engine, address)
+    _check_counts(workers, threads_per_job)
     sweep_dir = Path(sweep_dir).resolve()
-    manifest = load_manifest(sweep_dir)
-    todo = [jid for jid, job in manifest["jobs"].items() if job.get("status") != "ok"]
-    for jid in todo:
-        old = sweep_dir / "jobs" / jid
-        if old.exists():
-            attempts = sweep_dir / "attempts"
-            attempts.mkdir(exist_ok=True)
-            shutil.move(str(old), str(attempts / f"{jid}-{manifest['jobs'][jid].get('attempts', 0)}"))
-    return _execute(sweep_dir, manifest, todo, engine, address, workers, threads_per_job, progress)
+    load_manifest(sweep_dir)  # a clear error for a folder that is not a sweep, before locking
+    with _sweep_lock(sweep_dir):
+        manifest = load_manifest(sweep_dir)  # read again under the lock: the state is now stable
+        todo = [jid for jid, job in manifest["jobs"].items() if job.get("status") != "ok"]
+        for jid in todo:
+            old = sweep_dir / "jobs" / jid
+            if old.exists():
+                attempts = sweep_dir / "attempts"
+                attempts.mkdir(exist_ok=True)
+                shutil.move(str(old), str(attempts / f"{jid}-{manifest['jobs'][jid].get('attempts', 0)}"))
+        return _execute(sweep_dir, manifest, todo, engine, address, workers, threads_per_job, progress)
 
 
 def _execute(
@@ -685,7 +720,7 @@ def collect(sweep_dir: str | os.PathLike, columns: Sequence[str] | None = None) 
     writer.writeheader()
     for row in rows:
         writer.writerow({k: ("" if row[k] is None else row[k]) for k in all_cols})
-    _write_text_atomic(sweep_dir / "results.csv", buf.getvalue())
+    atomic_write_text(sweep_dir / "results.csv", buf.getvalue())
     _write_json_atomic(sweep_dir / "results.json", {"columns": all_cols, "rows": [{k: r[k] for k in all_cols} for r in rows]})
 
     if columns:
@@ -710,7 +745,7 @@ def collect(sweep_dir: str | os.PathLike, columns: Sequence[str] | None = None) 
     if failed:
         lines += ["", "Failed or unfinished jobs:", ""]
         lines += [f"- {r['job']}: {r['status']} {r['error']}".rstrip() for r in failed]
-    _write_text_atomic(sweep_dir / "results.md", "\n".join(lines) + "\n")
+    atomic_write_text(sweep_dir / "results.md", "\n".join(lines) + "\n")
     return rows, sweep_dir / "results.csv"
 
 

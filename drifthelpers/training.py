@@ -7,16 +7,18 @@ data model sees is never disturbed) → task model → loss.
 
 Also here: metrics (accuracy and macro-F1; IoU), explicit seeding, and a
 checkpoint cache keyed by the full configuration so that re-running a notebook
-reuses trained models (state dicts only, loaded with ``weights_only=True``).
+reuses trained models (state dicts only, checksummed, loaded with ``weights_only=True``).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import io
 import json
 import os
 import random
-import tempfile
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -24,6 +26,8 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 from torch import nn
+
+from .fileio import atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "resolve_device",
@@ -47,22 +51,28 @@ __all__ = [
 
 
 def resolve_device(device: str | torch.device = "auto") -> str:
-    """The device to compute on: ``"auto"`` picks ``"cuda"`` when a GPU is usable, else ``"cpu"``.
+    """The device to compute on: ``"auto"`` picks ``"cuda"`` when a GPU is usable, then Apple's
+    ``"mps"``, else ``"cpu"``.
 
     Raises:
-        ValueError: an unknown device name, or ``"cuda"`` asked for where no GPU is usable.
+        ValueError: an unknown device name, or ``"cuda"``/``"mps"`` asked for where it is not usable.
     """
     name = str(device).strip().lower()
+    mps = getattr(torch.backends, "mps", None)
+    mps_ok = bool(mps is not None and mps.is_available())
     if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return "cuda" if torch.cuda.is_available() else "mps" if mps_ok else "cpu"
     try:
         kind = torch.device(name).type
     except RuntimeError as exc:
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}") from exc
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda[:N]' or 'mps', got {device!r}") from exc
     if kind == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} was asked for, but PyTorch sees no usable GPU here; use 'cpu' or 'auto'")
-    if kind not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
+    if kind == "mps" and not mps_ok:
+        raise ValueError(f"device {device!r} is not usable here: PyTorch sees no Apple GPU (MPS); "
+                         "device must be 'auto', 'cpu', or a usable 'cuda[:N]' or 'mps'")
+    if kind not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda[:N]' or 'mps', got {device!r}")
     return name
 
 
@@ -381,13 +391,22 @@ def fit(
 
 # --------------------------------------------------------------------------- checkpoint cache
 
+_CACHE_FORMAT = 2  # the JSON holds {"format", "checkpoint_sha256", "meta"}
+
 
 class CheckpointCache:
     """Trained state dicts on disk, keyed by the full configuration.
 
-    Files: ``<root>/<key>.pt`` (a dict of state dicts and tensors only, so it
-    loads with ``torch.load(weights_only=True)``) and ``<key>.json`` (the
-    configuration and the history, human-readable). Writes are atomic.
+    Files: ``<root>/<key>.pt`` (a dict of state dicts and tensors only, so it loads with
+    ``torch.load(weights_only=True)``) and ``<key>.json`` (the configuration and history,
+    human-readable, with the SHA-256 of the ``.pt`` file). Both are written atomically,
+    the ``.pt`` first, so the JSON commits the entry.
+
+    Loading trusts nothing on disk: the checksum is verified, the state dicts are loaded
+    into scratch copies of the modules, and the real modules are changed only when every
+    state dict fits. A damaged or mismatched entry is reported with a warning naming the
+    file and treated as a miss, leaving the modules exactly as they were (so the retrain
+    that follows starts from the same freshly seeded weights).
     """
 
     def __init__(self, root: str | os.PathLike):
@@ -401,30 +420,74 @@ class CheckpointCache:
         return pt.is_file() and js.is_file()
 
     def save(self, key: str, modules: dict[str, nn.Module], meta: dict) -> None:
+        """Store the state dicts of ``modules`` (on the CPU) and ``meta`` under ``key``."""
         self.root.mkdir(parents=True, exist_ok=True)
         pt, js = self._paths(key)
         # on the CPU, so that a model trained on a GPU loads anywhere
         states = {name: {k: v.detach().cpu().clone() for k, v in m.state_dict().items()} for name, m in modules.items()}
-        for target, write in ((pt, lambda f: torch.save(states, f)), (js, lambda f: f.write(json.dumps(meta, indent=1, default=str).encode()))):
-            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{target.name}.", suffix=".part")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    write(f)
-                os.replace(tmp, target)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+        buf = io.BytesIO()
+        torch.save(states, buf)
+        data = buf.getvalue()
+        record = {"format": _CACHE_FORMAT, "checkpoint_sha256": hashlib.sha256(data).hexdigest(), "meta": meta}
+        text = json.dumps(record, indent=1, default=str)  # before any file is touched
+        atomic_write_bytes(pt, data)
+        atomic_write_text(js, text + "\n")
 
-    def load(self, key: str, modules: dict[str, nn.Module]) -> dict | None:
-        """Load state dicts into ``modules``; return the saved meta, or ``None`` when absent/unreadable."""
-        if not self.has(key):
-            return None
+    def _damaged(self, path: Path, why: str) -> None:
+        warnings.warn(f"checkpoint cache entry {path} is unusable ({why}); it is ignored and the model "
+                      "is trained again", RuntimeWarning, stacklevel=3)
+
+    def _read(self, key: str) -> tuple[dict, dict] | None:
         pt, js = self._paths(key)
         try:
-            states = torch.load(pt, map_location="cpu", weights_only=True)
-            meta = json.loads(js.read_text())
-            for name, module in modules.items():
-                module.load_state_dict(states[name])
-        except Exception:  # a damaged or stale entry is retrained, never trusted
+            record = json.loads(js.read_text())
+        except (OSError, ValueError) as exc:
+            self._damaged(js, f"unreadable record: {type(exc).__name__}: {exc}")
             return None
+        if not (isinstance(record, dict) and record.get("format") == _CACHE_FORMAT
+                and isinstance(record.get("checkpoint_sha256"), str) and "meta" in record):
+            self._damaged(js, "no checksum recorded (an older or foreign format)")
+            return None
+        digest, meta = record["checkpoint_sha256"], record["meta"]
+        try:
+            data = pt.read_bytes()
+        except OSError as exc:
+            self._damaged(pt, f"{type(exc).__name__}: {exc}")
+            return None
+        if hashlib.sha256(data).hexdigest() != digest:
+            self._damaged(pt, "its SHA-256 differs from the one recorded in " + js.name)
+            return None
+        try:
+            states = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except Exception as exc:  # refused pickles land here too (weights_only)
+            self._damaged(pt, f"{type(exc).__name__}: {exc}")
+            return None
+        return states, meta
+
+    def load(self, key: str, modules: dict[str, nn.Module]) -> dict | None:
+        """Load the entry ``key`` into ``modules``; return its meta, or ``None`` on a miss.
+
+        A missing entry is a silent miss. A damaged one (checksum, unreadable file, a state
+        dict that does not fit a module) warns with :class:`RuntimeWarning` naming the file
+        and is a miss too; ``modules`` are then left untouched.
+        """
+        if not self.has(key):
+            return None
+        found = self._read(key)
+        if found is None:
+            return None
+        states, meta = found
+        scratch = {}
+        for name, module in modules.items():
+            try:
+                if not isinstance(states, dict) or name not in states:
+                    raise KeyError(f"no state dict for {name!r}")
+                trial = copy.deepcopy(module)
+                trial.load_state_dict(states[name], strict=True)
+            except Exception as exc:
+                self._damaged(self._paths(key)[0], f"does not fit module {name!r}: {type(exc).__name__}: {exc}")
+                return None
+            scratch[name] = trial
+        for name, module in modules.items():
+            module.load_state_dict(scratch[name].state_dict(), strict=True)
         return meta

@@ -116,7 +116,7 @@ def test_power_law_over_the_unit_interval():
 )
 def test_other_calls_take_the_torch_path(case, spy, monkeypatch):
     """Only float32 CPU batches without autograd, even and at least 16x16, with one set of
-    camera values, take the kernels; everything else renders exactly as before."""
+    camera values, take the kernels; everything else renders through the torch path."""
     cam = camera("RGGB")
     raw = mosaic(2, 20, 24)
     if case == "float64":
@@ -242,6 +242,7 @@ def test_a_forked_child_renders():
     assert child.exitcode == 0 and math.isclose(got, expected, rel_tol=0, abs_tol=0)
 
 
+@pytest.mark.slow
 def test_without_numba_everything_renders_on_the_torch_path():
     """Numba is a dependency, but a broken or missing install must not break rendering."""
     code = (

@@ -138,6 +138,7 @@ def test_local_sweep_collects_one_table(nb_dir, tmp_path):
         run_sweep(GRID, select=["01"], name="s", runs_dir=tmp_path / "runs", notebook_dir=nb_dir, progress=False)
 
 
+@pytest.mark.slow
 def test_dask_local_cluster_gives_the_same_table(nb_dir, tmp_path):
     pytest.importorskip("distributed")
     kw = dict(select=["01"], parameters={"label": "t"}, name="s", notebook_dir=nb_dir, workers=2, progress=False)
@@ -153,6 +154,7 @@ def test_dask_local_cluster_gives_the_same_table(nb_dir, tmp_path):
     assert load_manifest(tmp_path / "dask" / "s")["jobs"]["j000-seed=0-scale=2.0"]["engine"] == "dask"
 
 
+@pytest.mark.slow
 def test_failed_jobs_rerun_alone(nb_dir, tmp_path):
     marker = tmp_path / "fail-now"
     marker.write_text("")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -49,9 +52,12 @@ def test_four_channel_input():
     assert m(torch.rand(1, 4, 64, 64)).shape == (1, 9)
 
 
-@pytest.mark.parametrize("kw,match", [(dict(name="vgg"), "unknown task model"), (dict(name="resnet18", weights="x"), "weights")])
-def test_model_errors(kw, match):
-    with pytest.raises(ValueError, match=match):
+@pytest.mark.parametrize("kw,error,match", [
+    (dict(name="vgg"), ValueError, "unknown task model"),
+    (dict(name="resnet18", weights="x"), FileNotFoundError, "weights file .*x does not exist"),  # a local file
+])
+def test_model_errors(kw, error, match):
+    with pytest.raises(error, match=match):
         build_task_model(**kw)
 
 
@@ -136,6 +142,7 @@ class _Replicate(nn.Module):
         return raw.repeat(1, 3, 1, 1)
 
 
+@pytest.mark.slow
 def test_fit_learns_and_is_deterministic():
     ds = _ColourDataset()
     results = []
@@ -219,7 +226,8 @@ def test_checkpoint_cache_ignores_damaged_entry(tmp_path):
     key = "abc"
     cache.save(key, {"task": build_task_model("small_cnn", 3)}, {})
     (tmp_path / "abc.pt").write_bytes(b"garbage")
-    assert cache.load(key, {"task": build_task_model("small_cnn", 3)}) is None
+    with pytest.warns(RuntimeWarning, match="abc.pt"):
+        assert cache.load(key, {"task": build_task_model("small_cnn", 3)}) is None
 
 
 def test_checkpoint_refuses_pickled_code(tmp_path):
@@ -230,5 +238,7 @@ def test_checkpoint_refuses_pickled_code(tmp_path):
             return (print, ("owned",))
 
     torch.save({"task": Evil()}, tmp_path / "k.pt")
-    (tmp_path / "k.json").write_text("{}")
-    assert CheckpointCache(tmp_path).load("k", {"task": build_task_model("small_cnn", 3)}) is None
+    digest = hashlib.sha256((tmp_path / "k.pt").read_bytes()).hexdigest()  # a valid checksum
+    (tmp_path / "k.json").write_text(json.dumps({"format": 2, "checkpoint_sha256": digest, "meta": {}}))
+    with pytest.warns(RuntimeWarning, match="weights_only|Unsupported|WeightsUnpickler"):
+        assert CheckpointCache(tmp_path).load("k", {"task": build_task_model("small_cnn", 3)}) is None
