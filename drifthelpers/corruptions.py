@@ -29,8 +29,13 @@ name                    definition (``x`` the image, ``c`` the severity's consta
 
 The constants are the published tables of the ImageNet-C reference definitions
 (``make_imagenet_c.py`` of github.com/hendrycks/robustness); :func:`severity_constants`
-returns them and :func:`describe` lists them for a notebook table. Details that follow the
-reference exactly, with the reasons where it is not obvious:
+returns them and :func:`describe` lists them for a notebook table. ``table="cifar10_c"``
+selects the CIFAR-10-C tables of the same authors (``make_cifar_c.py``) instead, which the
+paper's public code applied to its 256 px images (the data model's ``"raw2logit"``
+fidelity; :func:`table_for_fidelity`): the same formulas with smaller constants, zoom
+factors in steps of 0.01, and elastic lengths used as published for 32 px images, without
+rescaling. Details that follow the reference exactly, with the reasons where it is not
+obvious:
 
 * ``zoom_blur``: the factor lists are what the reference's ``np.arange`` calls evaluate to,
   including a float artefact: ``np.arange(1, 1.11, 0.01)`` has twelve factors, 1.00 ... 1.11.
@@ -93,6 +98,8 @@ __all__ = [
     "CORRUPTIONS",
     "SEVERITIES",
     "ELASTIC_REFERENCE_SIZE",
+    "TABLES",
+    "table_for_fidelity",
     "MIN_SIZE",
     "corrupt",
     "severity_constants",
@@ -166,6 +173,39 @@ _CONSTANTS: dict[str, tuple] = {
     ),
 }
 
+# The CIFAR-10-C tables (make_cifar_c.py of the same authors), which the paper's public code
+# applied, severities 1..5. Elastic lengths are px, written there as IMSIZE * k with IMSIZE = 32:
+# (0, 0, .08), (.05, .2, .07), (.08, .06, .06), (.1, .04, .05), (.1, .03, .03).
+_CIFAR10_C: dict[str, tuple] = {
+    "gaussian_noise": (0.04, 0.06, 0.08, 0.09, 0.10),
+    "shot_noise": (500.0, 250.0, 100.0, 75.0, 50.0),
+    "impulse_noise": (0.01, 0.02, 0.03, 0.05, 0.07),
+    "speckle_noise": (0.06, 0.1, 0.12, 0.16, 0.2),
+    "gaussian_blur": (0.4, 0.6, 0.7, 0.8, 1.0),
+    # np.arange(1, 1.06, .01), (1, 1.11, .01), (1, 1.16, .01), (1, 1.21, .01), (1, 1.26, .01)
+    "zoom_blur": (
+        _factors(7, 0.01),
+        _factors(12, 0.01),
+        _factors(16, 0.01),
+        _factors(21, 0.01),
+        _factors(26, 0.01),
+    ),
+    "contrast": (0.75, 0.5, 0.4, 0.3, 0.15),
+    "brightness": (0.05, 0.1, 0.15, 0.2, 0.3),
+    "saturate": ((0.3, 0.0), (0.1, 0.0), (1.5, 0.0), (2.0, 0.1), (2.5, 0.2)),
+    "elastic_transform": (
+        (0.0, 0.0, 2.56),
+        (1.6, 6.4, 2.24),
+        (2.56, 1.92, 1.92),
+        (3.2, 1.28, 1.6),
+        (3.2, 0.96, 0.96),
+    ),
+}
+
+#: The constant tables: ImageNet-C's (the default) and CIFAR-10-C's (the paper's public code).
+TABLES: tuple[str, ...] = ("imagenet_c", "cifar10_c")
+_TABLES: dict[str, dict[str, tuple]] = {"imagenet_c": _CONSTANTS, "cifar10_c": _CIFAR10_C}
+
 # name -> (ImageNet-C group, held out from the 15 benchmark corruptions, stochastic, meaning)
 _INFO: dict[str, tuple[str, bool, bool, str]] = {
     "gaussian_noise": ("noise", False, True, "noise standard deviation"),
@@ -196,8 +236,27 @@ def _check_severity(severity: int) -> int:
     return int(severity)
 
 
-def _constant(name: str, severity: int):
-    return _CONSTANTS[name][_check_severity(severity) - 1]
+def _check_table(table: str) -> str:
+    if not isinstance(table, str) or table not in TABLES:
+        raise ValueError(f"table must be one of {', '.join(TABLES)}; got {table!r}")
+    return table
+
+
+def _constant(name: str, severity: int, table: str = "imagenet_c"):
+    return _TABLES[_check_table(table)][name][_check_severity(severity) - 1]
+
+
+def table_for_fidelity(fidelity: str) -> str:
+    """The constant table of a data-model fidelity: ``"corrected"`` -> ``"imagenet_c"``,
+    ``"raw2logit"`` (the paper's public code) -> ``"cifar10_c"``.
+
+    Example:
+        >>> table_for_fidelity("raw2logit")
+        'cifar10_c'
+    """
+    from drifthelpers.isp_raw2logit import check_fidelity
+
+    return {"corrected": "imagenet_c", "raw2logit": "cifar10_c"}[check_fidelity(fidelity)]
 
 
 def _prepare(images: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -233,13 +292,15 @@ def _finish(out: Tensor, images: Tensor) -> Tensor:
 # ----------------------------------------------------------------------------- noise
 
 
-def gaussian_noise(images: Tensor, severity: int, generator: torch.Generator | None = None) -> Tensor:
+def gaussian_noise(images: Tensor, severity: int, generator: torch.Generator | None = None, *,
+                   table: str = "imagenet_c") -> Tensor:
     """Add white Gaussian noise: ``clip(x + N(0, c), 0, 1)``.
 
     Args:
         images: sRGB images, shape (*, 3, H, W), values in [0, 1].
         severity: 1..5; ``c`` = 0.08, 0.12, 0.18, 0.26, 0.38.
         generator: random source on the images' device; ``None`` uses torch's global one.
+        table: ``"imagenet_c"`` (the constants above) or ``"cifar10_c"`` (see :data:`TABLES`).
 
     Returns:
         Corrupted images, same shape and dtype, values in [0, 1].
@@ -251,18 +312,20 @@ def gaussian_noise(images: Tensor, severity: int, generator: torch.Generator | N
         0.18
     """
     x = _prepare(images, generator)
-    c = _constant("gaussian_noise", severity)
+    c = _constant("gaussian_noise", severity, table)
     noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     return _finish(x + c * noise, images)
 
 
-def shot_noise(images: Tensor, severity: int, generator: torch.Generator | None = None) -> Tensor:
+def shot_noise(images: Tensor, severity: int, generator: torch.Generator | None = None, *,
+               table: str = "imagenet_c") -> Tensor:
     """Photon (Poisson) noise: ``clip(Poisson(x * c) / c, 0, 1)``.
 
     Args:
         images: sRGB images, shape (*, 3, H, W), values in [0, 1].
         severity: 1..5; ``c`` = 60, 25, 12, 5, 3 photons at full scale (variance ``x / c``).
         generator: random source on the images' device; ``None`` uses torch's global one.
+        table: ``"imagenet_c"`` (the constants above) or ``"cifar10_c"`` (see :data:`TABLES`).
 
     Returns:
         Corrupted images, same shape and dtype, values in ``{0, 1/c, 2/c, ...}`` clipped to 1.
@@ -274,12 +337,13 @@ def shot_noise(images: Tensor, severity: int, generator: torch.Generator | None 
         True
     """
     x = _prepare(images, generator)
-    c = _constant("shot_noise", severity)
+    c = _constant("shot_noise", severity, table)
     counts = torch.poisson(x * c, generator=generator)
     return _finish(counts / c, images)
 
 
-def impulse_noise(images: Tensor, severity: int, generator: torch.Generator | None = None) -> Tensor:
+def impulse_noise(images: Tensor, severity: int, generator: torch.Generator | None = None, *,
+                  table: str = "imagenet_c") -> Tensor:
     """Salt-and-pepper noise with the semantics of ``skimage.util.random_noise(mode="s&p")``.
 
     Each value (every pixel of every channel, independently) is replaced with probability
@@ -289,6 +353,7 @@ def impulse_noise(images: Tensor, severity: int, generator: torch.Generator | No
         images: sRGB images, shape (*, 3, H, W), values in [0, 1].
         severity: 1..5; ``c`` = 0.03, 0.06, 0.09, 0.17, 0.27.
         generator: random source on the images' device; ``None`` uses torch's global one.
+        table: ``"imagenet_c"`` (the constants above) or ``"cifar10_c"`` (see :data:`TABLES`).
 
     Returns:
         Corrupted images, same shape and dtype.
@@ -300,19 +365,21 @@ def impulse_noise(images: Tensor, severity: int, generator: torch.Generator | No
         [0.0, 1.0]
     """
     x = _prepare(images, generator)
-    c = _constant("impulse_noise", severity)
+    c = _constant("impulse_noise", severity, table)
     flipped = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device) < c
     salt = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device) < 0.5
     return _finish(torch.where(flipped, salt.to(x.dtype), x), images)
 
 
-def speckle_noise(images: Tensor, severity: int, generator: torch.Generator | None = None) -> Tensor:
+def speckle_noise(images: Tensor, severity: int, generator: torch.Generator | None = None, *,
+                  table: str = "imagenet_c") -> Tensor:
     """Multiplicative noise: ``clip(x + x * N(0, c), 0, 1)``.
 
     Args:
         images: sRGB images, shape (*, 3, H, W), values in [0, 1].
         severity: 1..5; ``c`` = 0.15, 0.2, 0.35, 0.45, 0.6.
         generator: random source on the images' device; ``None`` uses torch's global one.
+        table: ``"imagenet_c"`` (the constants above) or ``"cifar10_c"`` (see :data:`TABLES`).
 
     Returns:
         Corrupted images, same shape and dtype. Black stays black.
@@ -323,7 +390,7 @@ def speckle_noise(images: Tensor, severity: int, generator: torch.Generator | No
         0.0
     """
     x = _prepare(images, generator)
-    c = _constant("speckle_noise", severity)
+    c = _constant("speckle_noise", severity, table)
     noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     return _finish(x + x * (c * noise), images)
 
@@ -331,7 +398,8 @@ def speckle_noise(images: Tensor, severity: int, generator: torch.Generator | No
 # ----------------------------------------------------------------------------- blur
 
 
-def gaussian_blur(images: Tensor, severity: int, generator: torch.Generator | None = None) -> Tensor:
+def gaussian_blur(images: Tensor, severity: int, generator: torch.Generator | None = None, *,
+                  table: str = "imagenet_c") -> Tensor:
     """Gaussian blur of standard deviation ``c`` px, as ``skimage.filters.gaussian``.
 
     Border mode "nearest" (the edge value repeated, kornia's ``"replicate"``); the kernel is
@@ -341,6 +409,7 @@ def gaussian_blur(images: Tensor, severity: int, generator: torch.Generator | No
         images: sRGB images, shape (*, 3, H, W), values in [0, 1].
         severity: 1..5; ``c`` = 1, 2, 3, 4, 6 px.
         generator: ignored (deterministic); accepted for a uniform signature.
+        table: ``"imagenet_c"`` (the constants above) or ``"cifar10_c"`` (see :data:`TABLES`).
 
     Returns:
         Blurred images, same shape and dtype.
@@ -350,7 +419,7 @@ def gaussian_blur(images: Tensor, severity: int, generator: torch.Generator | No
         True
     """
     x = _prepare(images, generator)
-    sigma = float(_constant("gaussian_blur", severity))
+    sigma = float(_constant("gaussian_blur", severity, table))
     size = 2 * int(4.0 * sigma + 0.5) + 1
     out = kornia.filters.gaussian_blur2d(x, (size, size), (sigma, sigma), border_type="replicate")
     return _finish(out, images)
@@ -368,7 +437,8 @@ def _clipped_zoom(x: Tensor, factor: float) -> Tensor:
     return zoomed[..., trim_h : trim_h + height, trim_w : trim_w + width]
 
 
-def zoom_blur(images: Tensor, severity: int, generator: torch.Generator | None = None) -> Tensor:
+def zoom_blur(images: Tensor, severity: int, generator: torch.Generator | None = None, *,
+              table: str = "imagenet_c") -> Tensor:
     """Zoom blur: the mean of the image and its centre zooms by each factor of the severity.
 
     Args:
@@ -376,6 +446,7 @@ def zoom_blur(images: Tensor, severity: int, generator: torch.Generator | None =
         severity: 1..5; factors 1.00-1.11 (step .01), 1.00-1.15 (.01), 1.00-1.20 (.02),
             1.00-1.24 (.02), 1.00-1.30 (.03); see :func:`severity_constants`.
         generator: ignored (deterministic); accepted for a uniform signature.
+        table: ``"imagenet_c"`` (the constants above) or ``"cifar10_c"`` (see :data:`TABLES`).
 
     Returns:
         Blurred images, same shape and dtype.
@@ -385,7 +456,7 @@ def zoom_blur(images: Tensor, severity: int, generator: torch.Generator | None =
         True
     """
     x = _prepare(images, generator)
-    factors = _constant("zoom_blur", severity)
+    factors = _constant("zoom_blur", severity, table)
     total = x.clone()
     for factor in factors:
         total = total + _clipped_zoom(x, factor)
@@ -395,13 +466,15 @@ def zoom_blur(images: Tensor, severity: int, generator: torch.Generator | None =
 # ----------------------------------------------------------------------------- digital / colour
 
 
-def contrast(images: Tensor, severity: int, generator: torch.Generator | None = None) -> Tensor:
+def contrast(images: Tensor, severity: int, generator: torch.Generator | None = None, *,
+             table: str = "imagenet_c") -> Tensor:
     """Reduce contrast about the mean: ``(x - m) * c + m``, ``m`` per image and channel.
 
     Args:
         images: sRGB images, shape (*, 3, H, W), values in [0, 1].
         severity: 1..5; ``c`` = 0.4, 0.3, 0.2, 0.1, 0.05.
         generator: ignored (deterministic); accepted for a uniform signature.
+        table: ``"imagenet_c"`` (the constants above) or ``"cifar10_c"`` (see :data:`TABLES`).
 
     Returns:
         Corrupted images, same shape and dtype.
@@ -412,12 +485,13 @@ def contrast(images: Tensor, severity: int, generator: torch.Generator | None = 
         tensor([0.7000, 0.7000, 0.7000, 0.7000, 0.3000])
     """
     x = _prepare(images, generator)
-    c = _constant("contrast", severity)
+    c = _constant("contrast", severity, table)
     means = x.mean(dim=(-2, -1), keepdim=True)
     return _finish((x - means) * c + means, images)
 
 
-def brightness(images: Tensor, severity: int, generator: torch.Generator | None = None) -> Tensor:
+def brightness(images: Tensor, severity: int, generator: torch.Generator | None = None, *,
+               table: str = "imagenet_c") -> Tensor:
     """Brighten in HSV: ``V <- clip(V + c, 0, 1)``, hue and saturation kept.
 
     Computed without the HSV round trip: with hue and saturation fixed, every channel is
@@ -427,6 +501,7 @@ def brightness(images: Tensor, severity: int, generator: torch.Generator | None 
         images: sRGB images, shape (*, 3, H, W), values in [0, 1].
         severity: 1..5; ``c`` = 0.1, 0.2, 0.3, 0.4, 0.5.
         generator: ignored (deterministic); accepted for a uniform signature.
+        table: ``"imagenet_c"`` (the constants above) or ``"cifar10_c"`` (see :data:`TABLES`).
 
     Returns:
         Corrupted images, same shape and dtype.
@@ -437,7 +512,7 @@ def brightness(images: Tensor, severity: int, generator: torch.Generator | None 
         tensor([0.6000, 0.3000, 0.1500])
     """
     x = _prepare(images, generator)
-    c = _constant("brightness", severity)
+    c = _constant("brightness", severity, table)
     value = x.amax(dim=-3, keepdim=True)
     new_value = (value + c).clamp(0.0, 1.0)
     # with hue and saturation fixed every channel is proportional to V; black (V = 0) has
@@ -447,7 +522,8 @@ def brightness(images: Tensor, severity: int, generator: torch.Generator | None 
     return _finish(out, images)
 
 
-def saturate(images: Tensor, severity: int, generator: torch.Generator | None = None) -> Tensor:
+def saturate(images: Tensor, severity: int, generator: torch.Generator | None = None, *,
+             table: str = "imagenet_c") -> Tensor:
     """Change saturation in HSV: ``S <- clip(S * c[0] + c[1], 0, 1)``, hue and value kept.
 
     Grey pixels have hue 0 (red), as in skimage and colorsys, so an offset ``c[1] > 0``
@@ -458,6 +534,7 @@ def saturate(images: Tensor, severity: int, generator: torch.Generator | None = 
         images: sRGB images, shape (*, 3, H, W), values in [0, 1].
         severity: 1..5; ``c`` = (0.3, 0), (0.1, 0), (2, 0), (5, 0.1), (20, 0.2).
         generator: ignored (deterministic); accepted for a uniform signature.
+        table: ``"imagenet_c"`` (the constants above) or ``"cifar10_c"`` (see :data:`TABLES`).
 
     Returns:
         Corrupted images, same shape and dtype.
@@ -468,7 +545,7 @@ def saturate(images: Tensor, severity: int, generator: torch.Generator | None = 
         tensor([0.8000, 0.6800, 0.7400])
     """
     x = _prepare(images, generator)
-    scale, offset = _constant("saturate", severity)
+    scale, offset = _constant("saturate", severity, table)
     value = x.amax(dim=-3, keepdim=True)
     delta = value - x.amin(dim=-3, keepdim=True)
     sat = delta / torch.where(value > 0, value, torch.ones_like(value))
@@ -516,10 +593,16 @@ def _gaussian_filter_reflect(x: Tensor, sigma: float, truncate: float = 3.0) -> 
     return _filter_reflect_last(out.transpose(-1, -2), sigma, truncate).transpose(-1, -2)
 
 
-def _elastic_lengths(severity: int, height: int, width: int) -> tuple[float, float, float]:
-    """(alpha, sigma, affine) in px for an image of ``height x width``: published x min(H, W) / 224."""
+def _elastic_lengths(severity: int, height: int, width: int, table: str = "imagenet_c") -> tuple[float, float, float]:
+    """(alpha, sigma, affine) in px for an image of ``height x width``.
+
+    ImageNet-C: the published 224 px lengths x ``min(H, W) / 224``. CIFAR-10-C: the published
+    lengths as they are, at any image size (the public code of the paper kept ``IMSIZE = 32``).
+    """
+    alpha, sigma, affine = _constant("elastic_transform", severity, table)
+    if table == "cifar10_c":
+        return alpha, sigma, affine
     scale = min(height, width) / ELASTIC_REFERENCE_SIZE
-    alpha, sigma, affine = _constant("elastic_transform", severity)
     return alpha * scale, sigma * scale, affine * scale
 
 
@@ -547,7 +630,8 @@ def _resample(x: Tensor, src_x: Tensor, src_y: Tensor, border: str) -> Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=align)
 
 
-def elastic_transform(images: Tensor, severity: int, generator: torch.Generator | None = None) -> Tensor:
+def elastic_transform(images: Tensor, severity: int, generator: torch.Generator | None = None, *,
+                      table: str = "imagenet_c") -> Tensor:
     """ImageNet-C's elastic transform: a random affine warp, then a smooth random displacement.
 
     1. Three control points around the centre, ``min(H, W) // 3`` px away, each coordinate
@@ -564,6 +648,7 @@ def elastic_transform(images: Tensor, severity: int, generator: torch.Generator 
         severity: 1..5; (alpha, sigma, a) at 224 px = (488, 170.8, 24.4), (488, 19.52, 48.8),
             (12.2, 2.44, 4.88), (17.08, 2.44, 4.88), (29.28, 2.44, 4.88).
         generator: random source on the images' device; ``None`` uses torch's global one.
+        table: ``"imagenet_c"`` (the constants above) or ``"cifar10_c"`` (see :data:`TABLES`).
 
     Returns:
         Resampled images, same shape and dtype.
@@ -575,7 +660,7 @@ def elastic_transform(images: Tensor, severity: int, generator: torch.Generator 
     """
     x = _prepare(images, generator)
     n, _, height, width = x.shape
-    alpha, sigma, affine = _elastic_lengths(severity, height, width)
+    alpha, sigma, affine = _elastic_lengths(severity, height, width, table)
     dtype, device = x.dtype, x.device
 
     # 1. random affine from three jittered control points (x, y order)
@@ -595,7 +680,8 @@ def elastic_transform(images: Tensor, severity: int, generator: torch.Generator 
 
     # 2. smoothed uniform displacement fields (dx moves columns, dy moves rows)
     noise = torch.rand((n, 2, height, width), generator=generator, dtype=dtype, device=device) * 2 - 1
-    displacement = _gaussian_filter_reflect(noise, sigma, truncate=3.0) * alpha
+    smooth = _gaussian_filter_reflect(noise, sigma, truncate=3.0) if sigma > 0 else noise  # sigma 0: no filter
+    displacement = smooth * alpha
     out = _resample(warped, xs + displacement[:, 0], ys + displacement[:, 1], border="reflect")
     return _finish(out, images)
 
@@ -616,7 +702,8 @@ _FUNCTIONS: dict[str, Callable[..., Tensor]] = {
 }
 
 
-def corrupt(images: Tensor, name: str, severity: int, generator: torch.Generator | None = None) -> Tensor:
+def corrupt(images: Tensor, name: str, severity: int, generator: torch.Generator | None = None, *,
+            table: str = "imagenet_c") -> Tensor:
     """Apply the corruption ``name`` at ``severity`` to a batch of sRGB images.
 
     Args:
@@ -625,12 +712,14 @@ def corrupt(images: Tensor, name: str, severity: int, generator: torch.Generator
         severity: 1..5.
         generator: random source on the images' device (ignored by deterministic families);
             ``None`` uses torch's global generator.
+        table: the constants: ``"imagenet_c"`` (default) or ``"cifar10_c"``, the tables the
+            paper's public code applied (:func:`table_for_fidelity` maps a data-model fidelity).
 
     Returns:
         Corrupted images, same shape, dtype and device, values in [0, 1].
 
     Raises:
-        ValueError: unknown ``name``, ``severity`` not in 1..5, ``images`` of the wrong shape,
+        ValueError: unknown ``name`` or ``table``, ``severity`` not in 1..5, ``images`` of the wrong shape,
             dtype or range, or ``generator`` on another device.
 
     Example:
@@ -639,14 +728,16 @@ def corrupt(images: Tensor, name: str, severity: int, generator: torch.Generator
         >>> [tuple(corrupt(x, n, 3, generator=g).shape) for n in CORRUPTIONS[:2]]
         [(4, 3, 32, 32), (4, 3, 32, 32)]
     """
-    return _FUNCTIONS[_check_name(name)](images, _check_severity(severity), generator)
+    return _FUNCTIONS[_check_name(name)](images, _check_severity(severity), generator, table=_check_table(table))
 
 
-def severity_constants(name: str) -> tuple:
-    """The published constants of ``name`` for severities 1..5 (ImageNet-C reference tables).
+def severity_constants(name: str, table: str = "imagenet_c") -> tuple:
+    """The published constants of ``name`` for severities 1..5.
 
     Args:
         name: one of :data:`CORRUPTIONS`.
+        table: ``"imagenet_c"`` (ImageNet-C reference tables) or ``"cifar10_c"`` (CIFAR-10-C;
+            elastic lengths in px as published, for any image size).
 
     Returns:
         A 5-tuple, one entry per severity: a float, a (scale, offset) pair for ``saturate``,
@@ -657,10 +748,10 @@ def severity_constants(name: str) -> tuple:
         >>> severity_constants("gaussian_noise")
         (0.08, 0.12, 0.18, 0.26, 0.38)
     """
-    return _CONSTANTS[_check_name(name)]
+    return _TABLES[_check_table(table)][_check_name(name)]
 
 
-def describe() -> list[dict]:
+def describe(table: str = "imagenet_c") -> list[dict]:
     """One row per corruption for a notebook table, in the paper's order.
 
     Returns:
@@ -676,6 +767,8 @@ def describe() -> list[dict]:
     rows = []
     for name in CORRUPTIONS:
         group, held_out, stochastic, parameter = _INFO[name]
+        if table == "cifar10_c" and name == "elastic_transform":
+            parameter = "(alpha, sigma, affine) px at any size (published for 32 px)"
         rows.append(
             {
                 "name": name,
@@ -683,8 +776,8 @@ def describe() -> list[dict]:
                 "held_out": held_out,
                 "stochastic": stochastic,
                 "parameter": parameter,
-                "severity_3": _CONSTANTS[name][2],
-                "constants": _CONSTANTS[name],
+                "severity_3": _TABLES[_check_table(table)][name][2],
+                "constants": _TABLES[table][name],
             }
         )
     return rows

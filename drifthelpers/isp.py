@@ -73,6 +73,7 @@ float rounding, and are tested against it:
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from collections import OrderedDict
@@ -114,6 +115,7 @@ __all__ = [
     "render",
     "StaticDataModel",
     "ParametrizedDataModel",
+    "parametrized_data_model",
     "STAGES",
 ]
 
@@ -1611,7 +1613,8 @@ def _render_whole(raw, preset, camera, black, white, gains, ccm, return_stages):
                   return_stages)
 
 
-def render(raw: Tensor, preset: str, camera: CameraParams, return_stages: bool = False):
+def render(raw: Tensor, preset: str, camera: CameraParams, return_stages: bool = False,
+           fidelity: str = "corrected"):
     """Render a batch of raw mosaics with one static data model.
 
     Args:
@@ -1620,6 +1623,10 @@ def render(raw: Tensor, preset: str, camera: CameraParams, return_stages: bool =
         camera: camera values.
         return_stages: also return an OrderedDict with every stage's output (keys
             ``black_level, demosaic, white_balance, colour_matrix, sharpen, denoise, clip, gamma``).
+        fidelity: ``"corrected"`` (this module's chain) or ``"raw2logit"``, the chain as the
+            paper's public code computed it (:func:`drifthelpers.isp_raw2logit.render`): then
+            ``raw`` is a (B, 1, H, W) float64 tensor of mosaics divided by their full scale,
+            the camera's black levels are offsets in those units and its white level is unused.
 
     Returns:
         sRGB-gamma images, shape (*, 3, H, W), in [0, 1] (and the stages if asked).
@@ -1629,6 +1636,10 @@ def render(raw: Tensor, preset: str, camera: CameraParams, return_stages: bool =
         >>> render(torch.full((4, 1, 16, 16), 63.75), "bi,s,ga", cam)[0, :, 8, 8]  # 1/4 of full scale
         tensor([0.5325, 0.5325, 0.5325])
     """
+    from drifthelpers import isp_raw2logit
+
+    if isp_raw2logit.check_fidelity(fidelity) == "raw2logit":
+        return isp_raw2logit.render(raw, preset, camera, return_stages)
     camera = _check_camera(camera)
     _check_image(raw, 1, "raw")
     like = raw
@@ -1868,6 +1879,33 @@ class ParametrizedDataModel(nn.Module):
         return f"cfa={self.cfa!r}, demosaic={self.demosaic_method!r}, learn_demosaic={self.learn_demosaic}"
 
 
+def parametrized_data_model(camera: CameraParams, fidelity: str = "corrected", **kwargs) -> nn.Module:
+    """The parametrized data model of a fidelity.
+
+    Args:
+        camera: camera values used for initialisation.
+        fidelity: ``"corrected"`` -> :class:`ParametrizedDataModel` (``kwargs`` are its
+            ``demosaic``/``learn_demosaic``); ``"raw2logit"`` -> the public code's layout,
+            :class:`drifthelpers.isp_raw2logit.Raw2LogitParametrizedDataModel` (132 unbounded
+            scalars and an output BatchNorm; takes no further arguments; its input is the
+            mosaic divided by its full scale, black levels in those units).
+
+    Raises:
+        ValueError: an unknown ``fidelity``, or ``kwargs`` with ``"raw2logit"``.
+
+    Example:
+        >>> type(parametrized_data_model(CameraParams("RGGB", (0.0,) * 4, 1.0), "raw2logit")).__name__
+        'Raw2LogitParametrizedDataModel'
+    """
+    from drifthelpers import isp_raw2logit
+
+    if isp_raw2logit.check_fidelity(fidelity) == "corrected":
+        return ParametrizedDataModel(camera, **kwargs)
+    if kwargs:
+        raise ValueError(f"fidelity='raw2logit' takes no further arguments, got {sorted(kwargs)}")
+    return isp_raw2logit.Raw2LogitParametrizedDataModel(camera)
+
+
 def _find_camera_json(path: Path) -> Path | None:
     for parent in path.resolve().parents:
         candidate = parent / "camera.json"
@@ -1879,64 +1917,96 @@ def _find_camera_json(path: Path) -> Path | None:
 def load_raw_file(path) -> tuple[Tensor, CameraParams, float]:
     """A raw file as ``(raw (1, 1, H, W) float32 DN, camera, pixel_aspect)``.
 
-    Camera raw files (DNG, CR2, NEF, ...) are read with :func:`drifthelpers.raw.read_raw`.
-    A plain single-channel TIFF mosaic from a data set (mini or Zenodo layout) takes its
-    camera values from the ``camera.json`` of the data set folder it lies in.
+    A TIFF mosaic of a data set (mini or Zenodo layout: a ``camera.json`` in a folder
+    above it) takes its camera values from that ``camera.json``, checked as a
+    :class:`drifthelpers.datasets.DatasetCamera` (LibRaw would open such a TIFF too, but
+    with black 0, unit gains and no colour matrix). Other files (DNG, CR2, NEF, ...)
+    are read with :func:`drifthelpers.raw.read_raw`.
     """
-    import json
-
-    from .raw import NotARawFileError, RawFileNotFoundError, read_raw
+    from .raw import NotAMosaicError, NotARawFileError, check_readable, read_raw, read_tiff
 
     path = Path(path)
-    if not path.is_file():
-        raise RawFileNotFoundError(path, "no such file")
-    try:
-        image = read_raw(path)
-        return image.to_tensor()[None], CameraParams.from_raw_image(image), image.pixel_aspect
-    except NotARawFileError:
-        if path.suffix.lower() not in (".tif", ".tiff"):
-            raise
-    import tifffile
-
-    mosaic = tifffile.imread(path)
-    if mosaic.ndim != 2:
-        raise NotARawFileError(path, f"a TIFF with shape {mosaic.shape} is not a single-channel Bayer mosaic")
-    camera_json = _find_camera_json(path)
+    check_readable(path)  # missing, a folder, unreadable, a link loop: each its own message
+    camera_json = _find_camera_json(path) if path.suffix.lower() in (".tif", ".tiff") else None
     if camera_json is None:
+        try:
+            image = read_raw(path)
+            return image.to_tensor()[None], CameraParams.from_raw_image(image), image.pixel_aspect
+        except NotAMosaicError:  # an RGB image: no camera.json would help
+            raise
+        except NotARawFileError:
+            if path.suffix.lower() not in (".tif", ".tiff"):
+                raise
         raise NotARawFileError(
             path, "a plain TIFF mosaic needs the camera.json of its data set folder (none found above the file)"
         )
-    camera = CameraParams.from_dataset_camera(json.loads(camera_json.read_text()))
-    return torch.from_numpy(mosaic.astype(np.float32))[None, None], camera, 1.0
+    from .datasets import DatasetCamera
+
+    mosaic = read_tiff(path)  # size checked before reading; errors name the file
+    if mosaic.ndim != 2:
+        raise NotARawFileError(path, f"a TIFF with shape {mosaic.shape} is not a single-channel Bayer mosaic")
+    try:
+        camera = DatasetCamera.from_dict(json.loads(camera_json.read_text()))
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"invalid camera metadata in {camera_json}: {exc}") from None
+    return torch.from_numpy(mosaic.astype(np.float32))[None, None], CameraParams.from_dataset_camera(camera), 1.0
 
 
-def render_file(path, preset: str = "bi,s,ga", output=None) -> Path:
+def render_file(path, preset: str = "bi,s,ga", output=None, *, overwrite: bool = True,
+                fidelity: str = "corrected") -> Path:
     """Render a raw file through a static preset and save it as an 8-bit PNG (or 16-bit TIFF).
 
     Non-square pixels are corrected by resampling the width (the mosaic itself is never
-    resampled). Used by ``python -m drifthelpers render``.
+    resampled). Used by ``python -m drifthelpers render``. Everything about the output
+    is checked before rendering: it is never the input file, not a folder, its folder
+    exists and is writable, and (with ``overwrite=False``) it does not exist. The image
+    is written under a unique temporary name and renamed into place when complete.
+
+    ``fidelity="raw2logit"`` renders as the paper's public code did (the mosaic and black
+    level divided by the full scale ``2^bits - 1``: :func:`drifthelpers.isp_raw2logit.full_scale_input`).
+
+    Raises:
+        ValueError: a bad preset, fidelity or output name, or the output is the input file.
+        FileExistsError: ``output`` exists and ``overwrite`` is False.
+        IsADirectoryError / FileNotFoundError / PermissionError: the output cannot be written.
 
     Returns:
         The written path.
     """
+    import os
+
+    from .fileio import atomic_output
+
+    from drifthelpers import isp_raw2logit
+
     parse_preset(preset)
+    isp_raw2logit.check_fidelity(fidelity)
     if output is None:
         raise ValueError("output path is required")
     output = Path(output)
     if output.suffix.lower() not in (".png", ".tif", ".tiff"):
         raise ValueError(f"output must end in .png, .tif or .tiff, got {output.name!r}")
+    if output.is_dir():
+        raise IsADirectoryError(f"output {output} is a folder; give a file name such as image.png")
+    if Path(path).exists() and output.exists() and os.path.samefile(path, output):
+        raise ValueError(f"output {output} is the input file; refusing to overwrite the source")
+    if not overwrite and output.exists():
+        raise FileExistsError(f"output {output} exists; pass --force to replace it")
     if not output.parent.is_dir():
         raise FileNotFoundError(f"{output}: folder {output.parent} does not exist")
+    if not os.access(output.parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"{output}: folder {output.parent} is not writable")
     raw, camera, aspect = load_raw_file(path)
+    if fidelity == "raw2logit":
+        raw, camera = isp_raw2logit.full_scale_input(raw, camera)
     with torch.no_grad():
-        rgb = render(raw, preset, camera)[0]
+        rgb = render(raw, preset, camera, fidelity=fidelity)[0].float()
     if aspect != 1.0:
         h, w = rgb.shape[-2:]
         rgb = torch.nn.functional.interpolate(rgb[None], size=(h, round(w * aspect)), mode="bilinear",
                                               align_corners=False)[0].clamp(0, 1)
     hwc = rgb.permute(1, 2, 0).numpy()
-    tmp = output.with_name(f".{output.name}.part")
-    try:
+    with atomic_output(output, overwrite=overwrite) as tmp:
         if output.suffix.lower() == ".png":
             from PIL import Image
 
@@ -1945,8 +2015,4 @@ def render_file(path, preset: str = "bi,s,ga", output=None) -> Path:
             import tifffile
 
             tifffile.imwrite(tmp, (hwc * 65535 + 0.5).astype(np.uint16), photometric="rgb")
-        tmp.replace(output)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return output

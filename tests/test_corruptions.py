@@ -593,3 +593,91 @@ def test_speed_batch_of_32():
     for name in CORRUPTIONS:
         corrupt(x, name, 3, generator=gen(1))
     assert time.perf_counter() - start < 10.0
+
+
+# ----------------------------------------------------------------------------- CIFAR-10-C table
+
+CIFAR = "cifar10_c"
+
+
+def test_cifar_published_constants_every_family_and_severity():
+    """CIFAR-10-C (make_cifar_c.py), the tables the paper's public code applied."""
+    assert severity_constants("gaussian_noise", CIFAR) == (0.04, 0.06, 0.08, 0.09, 0.10)
+    assert severity_constants("shot_noise", CIFAR) == (500, 250, 100, 75, 50)
+    assert severity_constants("impulse_noise", CIFAR) == (0.01, 0.02, 0.03, 0.05, 0.07)
+    assert severity_constants("speckle_noise", CIFAR) == (0.06, 0.1, 0.12, 0.16, 0.2)
+    assert severity_constants("gaussian_blur", CIFAR) == (0.4, 0.6, 0.7, 0.8, 1)
+    assert severity_constants("contrast", CIFAR) == (0.75, 0.5, 0.4, 0.3, 0.15)
+    assert severity_constants("brightness", CIFAR) == (0.05, 0.1, 0.15, 0.2, 0.3)
+    assert severity_constants("saturate", CIFAR) == ((0.3, 0), (0.1, 0), (1.5, 0), (2, 0.1), (2.5, 0.2))
+    imsize = 32  # written there as IMSIZE * k
+    published = [(0, 0, 0.08), (0.05, 0.2, 0.07), (0.08, 0.06, 0.06), (0.1, 0.04, 0.05), (0.1, 0.03, 0.03)]
+    np.testing.assert_allclose(severity_constants("elastic_transform", CIFAR), imsize * np.array(published),
+                               rtol=1e-12)
+    reference = [np.arange(1, stop, 0.01) for stop in (1.06, 1.11, 1.16, 1.21, 1.26)]
+    factors = severity_constants("zoom_blur", CIFAR)
+    assert [len(f) for f in factors] == [7, 12, 16, 21, 26]  # arange's float artefact: 1.06, 1.11 included
+    for mine, ref in zip(factors, reference):
+        np.testing.assert_allclose(mine, ref, atol=1e-12)
+
+
+def test_tables_and_fidelity_mapping():
+    assert C.TABLES == ("imagenet_c", "cifar10_c")
+    assert C.table_for_fidelity("corrected") == "imagenet_c" and C.table_for_fidelity("raw2logit") == CIFAR
+    assert severity_constants("contrast") == severity_constants("contrast", "imagenet_c")
+    rows = describe(CIFAR)
+    assert [r["severity_3"] for r in rows][:4] == [0.08, 100, 0.03, 0.12]
+    with pytest.raises(ValueError, match="table"):
+        severity_constants("contrast", "cifar100_c")
+    with pytest.raises(ValueError, match="table"):
+        corrupt(texture(1, 16, 16), "contrast", 3, table="tiny")
+    with pytest.raises(ValueError, match="fidelity"):
+        C.table_for_fidelity("paper")
+
+
+def test_cifar_contrast_hand_value():
+    x = torch.zeros(1, 3, 8, 8, dtype=torch.float64)
+    x[..., :2] = 1.0  # mean 0.25
+    out = contrast(x, 3, table=CIFAR)  # c = 0.4: 0.25 + 0.75 * 0.4 = 0.55 and 0.25 - 0.25 * 0.4 = 0.15
+    assert out[0, 0, 0, 0].item() == pytest.approx(0.55, abs=1e-12)
+    assert out[0, 0, 0, 5].item() == pytest.approx(0.15, abs=1e-12)
+    out = corrupt(x, "contrast", 1, table=CIFAR)  # c = 0.75: 0.25 + 0.75 * 0.75 = 0.8125
+    assert out[0, 1, 3, 1].item() == pytest.approx(0.8125, abs=1e-12)
+
+
+def test_cifar_brightness_hand_value():
+    x = torch.zeros(1, 3, 8, 8, dtype=torch.float64)
+    x[0, :, 0, 0] = torch.tensor([0.4, 0.2, 0.1], dtype=torch.float64)  # V 0.4, S 0.75, H 1/18
+    out = brightness(x, 3, table=CIFAR)  # V + 0.15 = 0.55; S, H kept: (0.55, 0.275, 0.1375)
+    np.testing.assert_allclose(out[0, :, 0, 0].numpy(), [0.55, 0.275, 0.1375], atol=1e-12)
+    assert out[0, :, 1, 1].tolist() == pytest.approx([0.15, 0.15, 0.15], abs=1e-12)  # black: V = 0.15
+    top = brightness(torch.full((1, 3, 8, 8), 0.9, dtype=torch.float64), 5, table=CIFAR)  # 0.9 + 0.3 -> 1
+    assert torch.allclose(top, torch.ones_like(top))
+
+
+def test_cifar_saturate_hand_value():
+    x = torch.full((1, 3, 8, 8), 0.5, dtype=torch.float64)
+    x[0, :, 0, 0] = torch.tensor([0.8, 0.6, 0.4], dtype=torch.float64)  # V 0.8, S 0.5
+    out = saturate(x, 3, table=CIFAR)  # S * 1.5 = 0.75: min = 0.8 * 0.25 = 0.2, G halfway: 0.5
+    np.testing.assert_allclose(out[0, :, 0, 0].numpy(), [0.8, 0.5, 0.2], atol=1e-12)
+    out = saturate(x, 4, table=CIFAR)  # S * 2 + 0.1 = 1.1 -> 1: (0.8, 0.4, 0)
+    np.testing.assert_allclose(out[0, :, 0, 0].numpy(), [0.8, 0.4, 0.0], atol=1e-12)
+    np.testing.assert_allclose(out[0, :, 3, 3].numpy(), [0.5, 0.45, 0.45], atol=1e-12)  # grey: S 0.1, hue 0
+
+
+def test_cifar_elastic_lengths_are_not_rescaled():
+    assert C._elastic_lengths(3, 256, 256, CIFAR) == (2.56, 1.92, 1.92)
+    assert C._elastic_lengths(3, 256, 256) == pytest.approx(tuple(v * 256 / 224 for v in (12.2, 2.44, 4.88)))
+    x = texture(1, 32, 32)
+    # severity 1: alpha 0 and sigma 0, only the random affine (up to 2.56 px) moves the image
+    out = elastic_transform(x, 1, generator=gen(1), table=CIFAR)
+    assert torch.isfinite(out).all() and not torch.equal(out, x)
+    assert (out - x).abs().mean() < 0.1
+
+
+@pytest.mark.parametrize("name", STOCHASTIC[:4] + ("gaussian_blur", "zoom_blur"))
+def test_cifar_table_is_milder_at_severity_3(name):
+    x = texture(2, 32, 32)
+    imagenet = (corrupt(x, name, 3, generator=gen(2)) - x).abs().mean()
+    cifar = (corrupt(x, name, 3, generator=gen(2), table=CIFAR) - x).abs().mean()
+    assert 0 < cifar < imagenet

@@ -193,6 +193,7 @@ def test_demosaic_bad_input():
         isp.demosaic_malvar2004(torch.rand(1, 1, 2, 2), "RGGB")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["bi", "ma", "me"])
 def test_demosaic_gradcheck(method):
     raw = torch.rand(1, 1, 8, 8, dtype=torch.float64, requires_grad=True)
@@ -540,6 +541,7 @@ def test_project_puts_parameters_in_their_sets_and_is_idempotent():
         torch.testing.assert_close(p.detach(), again[k], rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_parametrized_gradcheck_float64():
     """Gradients w.r.t. the raw input and all 151 parameters (51 + 100 learned demosaic taps)."""
     cam = isp.CameraParams("GRBG", (0.02, 0.03, 0.01, 0.02), 1.0, (1.3, 1.0, 1.2),
@@ -687,6 +689,7 @@ def test_gamma_backward_equals_autograd_through_the_formula():
             torch.testing.assert_close(g1.grad, g2.grad)
 
 
+@pytest.mark.slow
 def test_colour_matrix_and_plane_demosaic_gradcheck():
     g = torch.Generator().manual_seed(6)
     rgb = torch.rand(2, 3, 4, 5, dtype=torch.float64, generator=g, requires_grad=True)
