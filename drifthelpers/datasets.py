@@ -25,14 +25,17 @@ release in ``<data>/zenodo``, so the two never collide)::
       labels/Ma190c_annotations.dat           masks/<FF>_<TTTTT>.tif
 
 Microscopy follows the Zenodo release (``"<stem> <class code>"`` per label line). For
-the drone set the release ships full 3648x5472 frames; the loader works on the
-256x256 car tiles the paper trains on, named ``<frame>_<tile>`` (``FF_TTTTT``) as in the
-authors' tiling code, so the frame id of every tile is known and splits can keep all
-tiles of one frame together. :func:`tile_drone_frames` makes that layout from full
-frames (``drone/frames/raw_scaleXXX/<frame>.{dng,tif,tiff}`` and
-``drone/frames/masks/<frame>.{png,tif,tiff}``); :func:`download` calls it.
+the drone set the release ships the authors' 256x256 car tiles
+(``drone/images_tiles_256/raw_scaleXXX/``, bool PNG masks in ``drone/masks_tiles_256/``)
+and the full 3648x5472 frames (``drone/images_full/``, ``drone/masks_full/``); the
+loader reads the tiles, named ``<frame>_<tile>`` (``FF_TTTTT``), so the frame id of every
+tile is known and splits can keep all tiles of one frame together (the layout above,
+``images/`` and ``masks/``, is read as well). :func:`tile_drone_frames` cuts full frames
+into tiles when no tiles exist (``images_full/`` into ``images_tiles_256/``, or
+``drone/frames/`` into ``images/`` and ``masks/``); :func:`download` calls it.
 
-Every image is a uint16 mosaic (TIFF, uncompressed, one page); masks are uint8 0/255.
+Generated images are uint16 mosaics (TIFF, uncompressed, one page) with uint8 0/255
+masks; the release's float32 tiles and bool PNG masks are read as well.
 ``camera.json`` holds the :class:`DatasetCamera` values (CFA, black and white level in
 DN, white-balance gains, colour matrix) that a data model needs; loaders fall back to
 the built-in :data:`REAL_CAMERAS` constants for the real release when it is absent.
@@ -127,6 +130,12 @@ MANIFEST = "manifest.json"
 CAMERA_FILE = "camera.json"
 IMAGE_SUFFIXES = (".tiff", ".tif", ".dng")
 MASK_SUFFIXES = (".tif", ".tiff", ".png")
+IGNORED_FOLDERS = ("processed_views",)
+"""Folders of the release that hold no raw data (rendered views); never read or moved."""
+DRONE_TILES_PREFIX = "images_tiles_"
+DRONE_MASK_TILES_PREFIX = "masks_tiles_"
+DRONE_FULL = "images_full"
+DRONE_MASKS_FULL = "masks_full"
 
 MINI_DEFAULTS: dict[str, int] = {
     "n_microscopy": 144,  # 16 per class on average, at least 8 per class
@@ -157,7 +166,8 @@ class DownloadError(RuntimeError):
 
 
 class UnsafeArchiveError(DownloadError):
-    """An archive member would land outside the extraction folder (or is a link/device)."""
+    """An archive member would land outside the extraction folder (or is a link/device), or
+    the archive would expand beyond the extraction limits (sizes, ratio, free space)."""
 
 
 # --------------------------------------------------------------------------------------
@@ -321,11 +331,12 @@ def dataset_dir(kind: str, root: str | os.PathLike | None = None, *, source: str
     Args:
         kind: ``"microscopy"`` or ``"drone"``.
         root: data root (see :func:`data_root`).
-        source: ``"mini"`` (generated) or ``"zenodo"`` (downloaded).
+        source: ``"mini"`` (generated), ``"zenodo"`` (downloaded) or ``"standin"`` (the
+            paper-sized simulated stand-in of :func:`drifthelpers.dataverify.build_standin`).
     """
     _check_kind(kind)
-    if source not in ("mini", "zenodo"):
-        raise ValueError(f"source must be 'mini' or 'zenodo', got {source!r}")
+    if source not in ("mini", "zenodo", "standin"):
+        raise ValueError(f"source must be 'mini', 'zenodo' or 'standin', got {source!r}")
     return data_root(root) / source / kind
 
 
@@ -346,9 +357,13 @@ def expected_layout(kind: str) -> str:
         )
     return (
         "drone/\n"
-        "  camera.json                              (optional; built-in values otherwise)\n"
-        "  images/raw_scale100/<frame>_<tile>.tiff  (and raw_scale075 ... raw_scale001)\n"
-        "  masks/<frame>_<tile>.tif                 (uint8, car > 0; .png also read)"
+        "  camera.json                                   (optional; built-in values otherwise)\n"
+        "  images_tiles_256/raw_scale100/<NN>_<IIIII>.tif (and raw_scale075 ... raw_scale001; the release)\n"
+        "  masks_tiles_256/<NN>_<IIIII>.png              (bool; a mask's name contains its tile's stem)\n"
+        "  images_full/raw_scale100/, masks_full/         (full frames: tiled only when no tiles exist)\n"
+        "or\n"
+        "  images/raw_scale100/<frame>_<tile>.tiff       (and raw_scale075 ... raw_scale001)\n"
+        "  masks/<frame>_<tile>.tif                      (uint8, car > 0; .png also read)"
     )
 
 
@@ -374,9 +389,69 @@ def _resolve_dataset_dir(root: str | os.PathLike, kind: str) -> Path:
     if not root.is_dir():
         raise _layout_error(kind, root, f"The data root {root} does not exist (or is not a folder).")
     for cand in (root / kind, root):
-        if (cand / "images").is_dir():
+        if (cand / "images").is_dir() or (kind == "drone" and _drone_tile_dirs(cand)):
             return cand
+    if kind == "drone" and any((c / DRONE_FULL).is_dir() for c in (root / kind, root)):
+        where = root / kind if (root / kind / DRONE_FULL).is_dir() else root
+        raise _layout_error(
+            kind, root, f"Only full frames under {where / DRONE_FULL}: cut them into tiles first with "
+            f"drifthelpers.datasets.tile_drone_frames({str(where)!r})."
+        )
     raise _layout_error(kind, root, f"No '{kind}/images' or 'images' folder under {root}.")
+
+
+def _drone_tile_dirs(ds_dir: Path) -> list[Path]:
+    """The authors' tile folders (``images_tiles_<N>``) of a drone folder, 256 first."""
+    if not ds_dir.is_dir():
+        return []
+    found = [p for p in ds_dir.glob(DRONE_TILES_PREFIX + "*") if p.is_dir()]
+    return sorted(found, key=lambda p: (p.name != DRONE_TILES_PREFIX + "256", p.name))
+
+
+def _drone_layout(ds_dir: Path) -> tuple[Path, Path]:
+    """``(image root holding raw_scaleXXX/, mask folder)`` of a drone folder.
+
+    The release's layout (``images_tiles_256/`` with ``masks_tiles_256/``) wins over the
+    plain one (``images/`` with ``masks/``); full frames (``images_full/``) are never read
+    as tiles.
+    """
+    tiles = _drone_tile_dirs(ds_dir)
+    if tiles:
+        suffix = tiles[0].name[len(DRONE_TILES_PREFIX):]
+        return tiles[0], ds_dir / (DRONE_MASK_TILES_PREFIX + suffix)
+    return ds_dir / "images", ds_dir / "masks"
+
+
+def pair_masks(stems: Iterable[str], masks: Mapping[str, Path]) -> tuple[dict[str, Path], list[str]]:
+    """Pair images with masks as the public loader does: the mask's name contains the image stem.
+
+    An exact stem match wins; otherwise a mask whose stem contains the image stem, and,
+    among several, the one where the stem is not followed by a letter or digit
+    (``DJI_0001`` pairs with ``DJI_0001_mask``, not ``DJI_00012``).
+
+    Returns:
+        ``({image stem: mask path}, [image stems without a mask])``.
+
+    Raises:
+        DatasetLayoutError: an image stem matches several masks equally well.
+    """
+    paired: dict[str, Path] = {}
+    missing: list[str] = []
+    for stem in stems:
+        if stem in masks:
+            paired[stem] = masks[stem]
+            continue
+        hits = [m for m in masks if stem in m]
+        if len(hits) > 1:
+            bounded = [m for m in hits if not m[m.index(stem) + len(stem):][:1].isalnum()]
+            hits = bounded if bounded else hits
+        if len(hits) > 1:
+            raise DatasetLayoutError(f"image {stem!r} matches several masks: {', '.join(sorted(hits)[:4])}")
+        if hits:
+            paired[stem] = masks[hits[0]]
+        else:
+            missing.append(stem)
+    return paired, missing
 
 
 def intensity_folder(intensity: float | str) -> tuple[float, str]:
@@ -483,25 +558,16 @@ def _atomic_replace_dir(tmp: Path, target: Path) -> None:
 
 @contextlib.contextmanager
 def _exclusive_lock(lock_path: Path):
-    """Hold an exclusive advisory lock on ``lock_path`` (POSIX ``flock``).
+    """Hold an exclusive lock on ``lock_path`` (the ``filelock`` package: every OS).
 
     Serialises concurrent builders of the same mini set (parallel sweep jobs start
     at the same moment): the second waits, then finds the set intact and reuses it.
-    Where ``fcntl`` is unavailable (Windows) it does nothing; the atomic rename still
-    keeps every reader from seeing a half-written set.
     """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
+    from filelock import FileLock
+
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    with FileLock(str(lock_path)):
+        yield
 
 
 def _human(nbytes: float) -> str:
@@ -682,6 +748,17 @@ def _check_size(size: int) -> int:
     return size
 
 
+def _check_mini_args(seed, n_microscopy, n_drone, size, min_per_class, n_drone_frames) -> None:
+    """Refuse bad mini-set arguments before any folder is made or message printed."""
+    for name, value, low in (("seed", seed, 0), ("n_microscopy", n_microscopy, 1),
+                             ("n_drone", n_drone, 1), ("min_per_class", min_per_class, 0),
+                             ("n_drone_frames", n_drone_frames, 1)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    _check_size(size)
+    mini_class_counts(n_microscopy, min_per_class)
+
+
 def _build_one(
     kind: str,
     target: Path,
@@ -826,6 +903,7 @@ def build_mini(
         ``{kind: path of the set}``.
     """
     which = _resolve_which(which)
+    _check_mini_args(seed, n_microscopy, n_drone, size, min_per_class, n_drone_frames)
     workers = _default_workers(workers)
     base = data_root(root) / "mini"
     out: dict[str, Path] = {}
@@ -894,6 +972,7 @@ def ensure_mini(
     about a second for the default sets; ``"quick"``: sizes only).
     """
     which = _resolve_which(which)
+    _check_mini_args(seed, n_microscopy, n_drone, size, min_per_class, n_drone_frames)
     base = data_root(root) / "mini"
     out: dict[str, Path] = {}
     for kind in which:
@@ -962,32 +1041,42 @@ def _read_camera(ds_dir: Path, kind: str) -> DatasetCamera:
     if p.is_file():
         try:
             return DatasetCamera.from_dict(json.loads(p.read_text()))
-        except ValueError as err:
+        except (ValueError, TypeError, AttributeError) as err:
             raise ValueError(f"invalid camera metadata in {p}: {err}") from None
     return REAL_CAMERAS[kind]
 
 
 def _read_mosaic(path: Path) -> np.ndarray:
-    if path.suffix.lower() == ".dng":
-        from .raw import read_raw
+    """A data set's mosaic (H, W); every error names the file (see :mod:`drifthelpers.raw`)."""
+    from .raw import read_raw, read_tiff
 
+    if path.suffix.lower() == ".dng":
         return np.asarray(read_raw(path).raw)
-    arr = tifffile.imread(path)
+    arr = read_tiff(path)  # declared size checked before reading
     if arr.ndim != 2:
         raise ValueError(f"{path} is not a single-channel mosaic (shape {arr.shape})")
     return arr
 
 
 def _read_mask(path: Path) -> np.ndarray:
+    """A data set's mask (H, W); every error names the file."""
+    from .raw import check_readable, read_tiff
+
     if path.suffix.lower() == ".png":
         from PIL import Image
 
-        with Image.open(path) as im:
-            arr = np.array(im)
+        check_readable(path)
+        try:
+            with Image.open(path) as im:
+                arr = np.array(im)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            raise ValueError(f"{path}: not a readable PNG mask ({type(exc).__name__}: {exc})") from None
     else:
-        arr = tifffile.imread(path)
+        arr = read_tiff(path)
     if arr.ndim == 3:  # RGB(A) mask drawn by hand: any non-zero colour is car
         arr = arr[..., :3].max(axis=-1)
+    if arr.ndim != 2:
+        raise ValueError(f"{path} is not a 2-D mask (shape {arr.shape})")
     return arr
 
 
@@ -1005,9 +1094,10 @@ class _RawDataset(Dataset):
     def __init__(self, root: str | os.PathLike, intensity: float | str, transform: Callable | None):
         self.root = _resolve_dataset_dir(root, self.kind)
         self.intensity, self.folder = intensity_folder(intensity)
-        self.image_dir = self.root / "images" / self.folder
+        image_root = self._image_root()
+        self.image_dir = image_root / self.folder
         if not self.image_dir.is_dir():
-            present = sorted(p.name for p in (self.root / "images").iterdir() if p.is_dir())
+            present = sorted(p.name for p in image_root.iterdir() if p.is_dir()) if image_root.is_dir() else []
             raise _layout_error(
                 self.kind,
                 Path(root),
@@ -1021,6 +1111,9 @@ class _RawDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.files)
+
+    def _image_root(self) -> Path:
+        return self.root / "images"
 
     def _raw(self, idx: int) -> torch.Tensor:
         arr = _read_mosaic(self.files[idx]).astype(np.float32)
@@ -1125,6 +1218,12 @@ class RawMicroscopy(_RawDataset):
 class RawDrone(_RawDataset):
     """Raw-Drone (real tiles or mini): aerial Bayer mosaics with binary car masks.
 
+    Two layouts are read: the release's (``drone/images_tiles_256/raw_scaleXXX/`` with
+    ``drone/masks_tiles_256/``; the full frames in ``images_full/`` are not tiles and are
+    left alone) and the plain one (``drone/images/raw_scaleXXX/`` with ``drone/masks/``).
+    Tiles are float32 or uint16 TIFF files, masks PNG or TIFF (bool or 0/255); a mask
+    belongs to the tile whose stem its name contains (:func:`pair_masks`).
+
     Args:
         root: the ``drone`` folder or a folder containing it.
         intensity: fraction of the light or a folder name such as ``"raw_scale010"``.
@@ -1151,7 +1250,7 @@ class RawDrone(_RawDataset):
         transform: Callable[[dict], dict] | None = None,
     ) -> None:
         super().__init__(root, intensity, transform)
-        mask_dir = self.root / "masks"
+        mask_dir = _drone_layout(self.root)[1]
         if not mask_dir.is_dir():
             hint = (
                 " Full frames found in drone/frames: run tile_drone_frames() first."
@@ -1160,8 +1259,7 @@ class RawDrone(_RawDataset):
             )
             raise _layout_error(self.kind, Path(root), f"Missing masks folder {mask_dir}.{hint}")
         images = _list_images(self.image_dir, IMAGE_SUFFIXES)
-        masks = _list_images(mask_dir, MASK_SUFFIXES)
-        missing = [s for s in images if s not in masks]
+        paired, missing = pair_masks(images, _list_images(mask_dir, MASK_SUFFIXES))
         if missing:
             raise _layout_error(
                 self.kind,
@@ -1172,9 +1270,12 @@ class RawDrone(_RawDataset):
             raise _layout_error(self.kind, Path(root), f"No tiles in {self.image_dir}.")
         self.names = list(images)
         self.files = [images[s] for s in self.names]
-        self.mask_files = [masks[s] for s in self.names]
+        self.mask_files = [paired[s] for s in self.names]
         self.frames = [s.split("_", 1)[0] if "_" in s else s for s in self.names]
         self.targets = [1] * len(self.names)
+
+    def _image_root(self) -> Path:
+        return _drone_layout(self.root)[0]
 
     def __getitem__(self, idx: int) -> dict[str, Any]:
         mask = torch.from_numpy((_read_mask(self.mask_files[idx]) > 0).astype(np.float32))[None]
@@ -1293,60 +1394,156 @@ def _safe_target(dest: Path, name: str) -> Path:
     return target
 
 
-def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> list[Path]:
+#: Default extraction limits, sized for the Zenodo release (archives of a few GB whose raw
+#: data barely compress): expanded size in all and per member, expanded size over archive
+#: size (checked once more than 1 MiB would be written), and space left free on the disk.
+EXTRACT_LIMITS = {
+    "max_total_bytes": 64 << 30,
+    "max_member_bytes": 8 << 30,
+    "max_ratio": 100.0,
+    "min_free_bytes": 256 << 20,
+}
+_RATIO_EXEMPT_BYTES = 1 << 20
+
+
+def _check_sizes(archive: Path, dest: Path, members: list[tuple[str, int]], limits: dict) -> None:
+    """Refuse, before anything is written, an archive whose members would expand too far."""
+    total = 0
+    for name, size in members:
+        if size > limits["max_member_bytes"]:
+            raise UnsafeArchiveError(
+                f"{archive}: member {name!r} would expand to {_human(size)}, more than the "
+                f"{_human(limits['max_member_bytes'])} allowed per member (max_member_bytes)"
+            )
+        total += size
+    if total > limits["max_total_bytes"]:
+        raise UnsafeArchiveError(
+            f"{archive}: would expand to {_human(total)}, more than the {_human(limits['max_total_bytes'])} "
+            f"allowed (max_total_bytes); the largest member is {max(members, key=lambda m: m[1])[0]!r}"
+        )
+    packed = max(archive.stat().st_size, 1)
+    if total > _RATIO_EXEMPT_BYTES and total > limits["max_ratio"] * packed:
+        largest = max(members, key=lambda m: m[1])[0]
+        raise UnsafeArchiveError(
+            f"{archive}: would expand {total / packed:.0f}-fold ({_human(packed)} to {_human(total)}), more than "
+            f"the {limits['max_ratio']:g}-fold allowed (max_ratio): a decompression bomb? largest member {largest!r}"
+        )
+    free = shutil.disk_usage(dest).free
+    if total + limits["min_free_bytes"] > free:
+        raise UnsafeArchiveError(
+            f"{archive}: needs {_human(total)} but {dest} has {_human(free)} free (and "
+            f"{_human(limits['min_free_bytes'])} must stay free, min_free_bytes)"
+        )
+
+
+def _check_clashes(archive: Path, entries: list[tuple[str, Path, bool]]) -> None:
+    """Refuse members whose paths make one name both a file and a folder."""
+    files = {target: name for name, target, is_dir in entries if not is_dir}
+    for name, target, _ in entries:
+        for parent in target.parents:
+            if parent in files:
+                raise UnsafeArchiveError(
+                    f"{archive}: member {name!r} needs {files[parent]!r} to be a folder, but it is a file"
+                )
+    for name, target, is_dir in entries:
+        if is_dir and target in files:
+            raise UnsafeArchiveError(f"{archive}: {name!r} is both a file and a folder in the archive")
+
+
+def _extract_zip(archive: Path, dest: Path, limits: dict) -> list[Path]:
+    with zipfile.ZipFile(archive) as zf:
+        plan = []
+        for info in zf.infolist():
+            target = _safe_target(dest, info.filename)
+            if stat.S_ISLNK(info.external_attr >> 16):
+                raise UnsafeArchiveError(f"symbolic link in zip archive refused: {info.filename!r}")
+            plan.append((info, target))
+        _check_clashes(archive, [(i.filename, t, i.is_dir()) for i, t in plan])
+        _check_sizes(archive, dest, [(i.filename, i.file_size) for i, _ in plan if not i.is_dir()], limits)
+        written = []
+        for info, target in plan:
+            if info.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as src, open(target, "wb") as out:
+                # zipfile stops at the declared size (and checks the CRC), so the checks hold
+                shutil.copyfileobj(src, out, 1 << 20)
+            written.append(target)
+    return written
+
+
+def _extract_tar(archive: Path, dest: Path, limits: dict) -> list[Path]:
+    with tarfile.open(archive) as tf:
+        members = tf.getmembers()
+        entries = []
+        for m in members:
+            target = _safe_target(dest, m.name)
+            if m.issym() or m.islnk():
+                base = target.parent if m.issym() else dest
+                link = m.linkname.replace("\\", "/")
+                if link.startswith("/") or not (base / link).resolve().is_relative_to(dest.resolve()):
+                    raise UnsafeArchiveError(f"link leaving the target folder refused: {m.name!r} -> {m.linkname!r}")
+            elif not (m.isfile() or m.isdir()):
+                raise UnsafeArchiveError(f"special file in archive refused: {m.name!r}")
+            entries.append((m.name, target, m.isdir()))
+        _check_clashes(archive, entries)
+        _check_sizes(archive, dest, [(m.name, m.size) for m in members if m.isfile()], limits)
+        if hasattr(tarfile, "data_filter"):
+            tf.extractall(dest, members=members, filter="data")
+        else:  # pragma: no cover - Python < 3.11.4
+            tf.extractall(dest, members=members)
+    return [dest / m.name for m in members if m.isfile()]
+
+
+def safe_extract(
+    archive: str | os.PathLike,
+    dest: str | os.PathLike,
+    *,
+    max_total_bytes: int = EXTRACT_LIMITS["max_total_bytes"],
+    max_member_bytes: int = EXTRACT_LIMITS["max_member_bytes"],
+    max_ratio: float = EXTRACT_LIMITS["max_ratio"],
+    min_free_bytes: int = EXTRACT_LIMITS["min_free_bytes"],
+) -> list[Path]:
     """Extract a zip or tar archive into ``dest``, refusing anything unsafe.
 
     Every member is checked before anything is written: absolute paths, ``..``
     components, members resolving outside ``dest``, links whose target leaves ``dest``,
-    devices and FIFOs raise :class:`UnsafeArchiveError`. Zip symlinks are refused.
+    devices and FIFOs, a name that is both a file and a folder, and sizes: the expanded
+    size of a member and of the whole archive, the expansion ratio (expanded size over
+    archive size, once more than 1 MiB would be written) and the space left free on the
+    disk. Zip symlinks are refused.
 
     Args:
         archive: a ``.zip``, ``.tar``, ``.tar.gz``/``.tgz``, ``.tar.bz2`` or ``.tar.xz``.
         dest: existing or new folder (use a temporary one and move afterwards).
+        max_total_bytes: most bytes the archive may expand to (default 64 GiB).
+        max_member_bytes: most bytes one member may expand to (default 8 GiB).
+        max_ratio: most the archive may expand relative to its own size (default 100).
+        min_free_bytes: bytes that must stay free on ``dest``'s disk afterwards (256 MiB).
 
     Returns:
         Paths of the extracted regular files.
+
+    Raises:
+        UnsafeArchiveError: a refused member or limit; the message names the archive and,
+            where one is to blame, the member.
+        DownloadError: neither a zip nor a tar archive.
     """
     archive, dest = Path(archive), Path(dest)
+    limits = {"max_total_bytes": max_total_bytes, "max_member_bytes": max_member_bytes, "max_ratio": max_ratio,
+              "min_free_bytes": min_free_bytes}
     dest.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as zf:
-            plan = []
-            for info in zf.infolist():
-                target = _safe_target(dest, info.filename)
-                mode = info.external_attr >> 16
-                if stat.S_ISLNK(mode):
-                    raise UnsafeArchiveError(f"symbolic link in zip archive refused: {info.filename!r}")
-                plan.append((info, target))
-            for info, target in plan:
-                if info.is_dir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, open(target, "wb") as out:
-                    shutil.copyfileobj(src, out, 1 << 20)
-                written.append(target)
-        return written
-    if tarfile.is_tarfile(archive):
-        with tarfile.open(archive) as tf:
-            members = tf.getmembers()
-            for m in members:
-                target = _safe_target(dest, m.name)
-                if m.issym() or m.islnk():
-                    base = target.parent if m.issym() else dest
-                    link = m.linkname.replace("\\", "/")
-                    if link.startswith("/") or not (base / link).resolve().is_relative_to(dest.resolve()):
-                        raise UnsafeArchiveError(f"link leaving the target folder refused: {m.name!r} -> {m.linkname!r}")
-                elif not (m.isfile() or m.isdir()):
-                    raise UnsafeArchiveError(f"special file in archive refused: {m.name!r}")
-            if hasattr(tarfile, "data_filter"):
-                tf.extractall(dest, members=members, filter="data")
-            else:  # pragma: no cover - Python < 3.11.4
-                tf.extractall(dest, members=members)
-            written = [dest / m.name for m in members if m.isfile()]
-        return written
-    raise DownloadError(f"{archive.name} is neither a zip nor a tar archive")
+    try:
+        if zipfile.is_zipfile(archive):
+            return _extract_zip(archive, dest, limits)
+        if tarfile.is_tarfile(archive):
+            return _extract_tar(archive, dest, limits)
+    except UnsafeArchiveError as exc:
+        if str(exc).startswith(f"{archive}:"):
+            raise
+        raise UnsafeArchiveError(f"{archive}: {exc}") from None
+    raise DownloadError(f"{archive} is neither a zip nor a tar archive")
 
 
 def _is_archive(path: Path) -> bool:
@@ -1371,11 +1568,19 @@ def tile_drone_frames(
 ) -> int:
     """Cut full drone frames into the tile layout the loader reads.
 
-    Reads ``drone/frames/raw_scaleXXX/<frame>.{dng,tif,tiff}`` and
-    ``drone/frames/masks/<frame>.{png,tif,tiff}`` and writes non-overlapping ``tile``-px
-    tiles at even offsets (the CFA phase is kept) to ``drone/images/raw_scaleXXX`` and
-    ``drone/masks`` as ``<FF>_<TTTTT>`` (frame index in sorted order, tile index in the
-    row-major grid). Only tiles with a car pixel are kept unless ``keep_empty``
+    Two layouts of full frames are read:
+
+    * the release's: ``drone/images_full/raw_scaleXXX/<frame>.{dng,tif,tiff}`` with masks in
+      ``drone/masks_full/`` (a mask's name contains its frame's stem); tiles go to
+      ``drone/images_tiles_<tile>/raw_scaleXXX/<FF>_<IIIII>.tif`` and masks (bool PNG) to
+      ``drone/masks_tiles_<tile>/``, with ``IIIII`` the index among the kept tiles of the
+      frame, as the authors name theirs. Refused when tiles exist already (no duplicates).
+    * ``drone/frames/raw_scaleXXX/`` with ``drone/frames/masks/``; tiles go to
+      ``drone/images/raw_scaleXXX/<FF>_<TTTTT>.tiff`` (``TTTTT`` the row-major grid index)
+      and masks (uint8 0/255 TIFF) to ``drone/masks/``.
+
+    Tiles are non-overlapping, at even offsets (the CFA phase is kept); ``FF`` is the frame
+    index in sorted order. Only tiles with a car pixel are kept unless ``keep_empty``
     (the paper keeps 548 tiles from 12 frames this way).
 
     Returns:
@@ -1384,39 +1589,70 @@ def tile_drone_frames(
     drone_dir = Path(drone_dir)
     if tile % 2:
         raise ValueError("tile must be even to keep the CFA phase")
-    frames_dir = drone_dir / "frames"
-    masks = _list_images(frames_dir / "masks", MASK_SUFFIXES) if (frames_dir / "masks").is_dir() else {}
-    ref = frames_dir / INTENSITY_FOLDERS[0]
-    if not ref.is_dir() or not masks:
+    release = (drone_dir / DRONE_FULL).is_dir()
+    if release:
+        frames_dir, mask_src = drone_dir / DRONE_FULL, drone_dir / DRONE_MASKS_FULL
+        img_out = drone_dir / f"{DRONE_TILES_PREFIX}{tile}"
+        mask_out = drone_dir / f"{DRONE_MASK_TILES_PREFIX}{tile}"
+        if _drone_tile_dirs(drone_dir):
+            raise DatasetLayoutError(
+                f"{drone_dir} holds tiles already ({_drone_tile_dirs(drone_dir)[0].name}); "
+                "the loader reads those, re-tiling the full frames would duplicate them"
+            )
+    else:
+        frames_dir, mask_src = drone_dir / "frames", drone_dir / "frames" / "masks"
+        img_out, mask_out = drone_dir / "images", drone_dir / "masks"
+    masks = _list_images(mask_src, MASK_SUFFIXES) if mask_src.is_dir() else {}
+    ref = next((frames_dir / d for d in INTENSITY_FOLDERS if (frames_dir / d).is_dir()), None)
+    if ref is None or not masks:
         raise _layout_error("drone", drone_dir, f"No full frames with masks under {frames_dir}.")
-    stems = [s for s in _list_images(ref, IMAGE_SUFFIXES) if s in masks]
-    keep: dict[str, list[tuple[int, int, str]]] = {}
-    for f, stem in enumerate(stems):
-        m = _read_mask(masks[stem]) > 0
-        rows, cols = m.shape[0] // tile, m.shape[1] // tile
-        sel = []
-        for r in range(rows):
-            for c in range(cols):
-                if keep_empty or m[r * tile : (r + 1) * tile, c * tile : (c + 1) * tile].any():
-                    sel.append((r * tile, c * tile, f"{f:02d}_{r * cols + c:05d}"))
-        keep[stem] = sel
-        out = drone_dir / "masks"
-        out.mkdir(parents=True, exist_ok=True)
+    paired, _ = pair_masks(_list_images(ref, IMAGE_SUFFIXES), masks)
+    keep = {stem: _frame_tiles(_read_mask(paired[stem]) > 0, tile, f, release, keep_empty)
+            for f, stem in enumerate(paired)}
+    mask_out.mkdir(parents=True, exist_ok=True)
+    for stem, sel in keep.items():
+        m = _read_mask(paired[stem]) > 0
         for y, x, name in sel:
-            crop = np.where(m[y : y + tile, x : x + tile], 255, 0).astype(np.uint8)
-            (out / f"{name}.tif").write_bytes(_tiff_bytes(crop))
+            crop = m[y : y + tile, x : x + tile]
+            if release:
+                _write_png_mask(mask_out / f"{name}.png", crop)
+            else:
+                (mask_out / f"{name}.tif").write_bytes(_tiff_bytes(np.where(crop, 255, 0).astype(np.uint8)))
     folders = [d for d in INTENSITY_FOLDERS if (frames_dir / d).is_dir()]
+    ext = ".tif" if release else ".tiff"
     for folder in tqdm(folders, desc="tiling drone frames", disable=not progress, leave=False):
         frames = _list_images(frames_dir / folder, IMAGE_SUFFIXES)
-        out = drone_dir / "images" / folder
+        out = img_out / folder
         out.mkdir(parents=True, exist_ok=True)
-        for stem in stems:
+        for stem in paired:
             if stem not in frames:
                 continue
             raw = _read_mosaic(frames[stem])
             for y, x, name in keep[stem]:
-                (out / f"{name}.tiff").write_bytes(_tiff_bytes(np.ascontiguousarray(raw[y : y + tile, x : x + tile])))
+                (out / f"{name}{ext}").write_bytes(_tiff_bytes(np.ascontiguousarray(raw[y : y + tile, x : x + tile])))
     return sum(len(v) for v in keep.values())
+
+
+def _frame_tiles(mask: np.ndarray, tile: int, frame: int, kept_index: bool,
+                 keep_empty: bool) -> list[tuple[int, int, str]]:
+    """``(y, x, name)`` of the tiles of one frame to keep (see :func:`tile_drone_frames`)."""
+    rows, cols = mask.shape[0] // tile, mask.shape[1] // tile
+    sel = []
+    for r in range(rows):
+        for c in range(cols):
+            if keep_empty or mask[r * tile : (r + 1) * tile, c * tile : (c + 1) * tile].any():
+                index = len(sel) if kept_index else r * cols + c
+                sel.append((r * tile, c * tile, f"{frame:02d}_{index:05d}"))
+    return sel
+
+
+def _write_png_mask(path: Path, mask: np.ndarray) -> None:
+    """A bool mask as a 1-bit PNG (as the release stores its tile masks)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(mask, dtype=bool)).save(buf, format="PNG")
+    path.write_bytes(buf.getvalue())
 
 
 # --------------------------------------------------------------------------------------
@@ -1498,8 +1734,13 @@ def _scope(src: Path, word: str) -> list[Path]:
     return top or [src]
 
 
+def _ignored(path: Path) -> bool:
+    return any(part.lower() in IGNORED_FOLDERS for part in path.parts)
+
+
 def _rglob_dirs(roots: Sequence[Path], name: str) -> list[Path]:
-    return sorted(p for r in roots for p in r.rglob(name) if p.is_dir())
+    """Folders called ``name`` under ``roots``, outside :data:`IGNORED_FOLDERS`."""
+    return sorted(p for r in roots for p in r.rglob(name) if p.is_dir() and not _ignored(p.relative_to(r)))
 
 
 def _normalise_microscopy(src: Path, out: Path) -> None:
@@ -1519,9 +1760,38 @@ def _normalise_microscopy(src: Path, out: Path) -> None:
         raise DownloadError("no raw_scaleXXX image folders in the downloaded microscopy files")
 
 
+def _normalise_drone_release(roots: Sequence[Path], out: Path, tile: int, progress: bool) -> bool:
+    """Move the release's drone folders (tiles and full frames) into ``out`` as they are.
+
+    Returns False when ``roots`` hold neither ``images_tiles_*`` nor ``images_full``. The
+    authors' tiles are kept with their names; the full frames are tiled only when the
+    release holds no tiles.
+    """
+    names = [DRONE_FULL, DRONE_MASKS_FULL]
+    found = {}
+    for r in roots:
+        for p in sorted(r.rglob("*")):
+            rel = p.relative_to(r)
+            if p.is_dir() and not _ignored(rel) and (
+                p.name in names or p.name.startswith((DRONE_TILES_PREFIX, DRONE_MASK_TILES_PREFIX))
+            ):
+                found.setdefault(p.name, []).append(p)
+    if not any(n.startswith(DRONE_TILES_PREFIX) or n == DRONE_FULL for n in found):
+        return False
+    for name, dirs in found.items():
+        for d in dirs:
+            _move_tree_contents(d, out / name)
+    if not _drone_tile_dirs(out):
+        tile_drone_frames(out, tile, progress=progress)
+    return True
+
+
 def _normalise_drone(src: Path, out: Path, tile: int, progress: bool) -> None:
     roots = _scope(src, "drone")
-    mask_dirs = [p for r in roots for p in r.rglob("*") if p.is_dir() and "mask" in p.name.lower()]
+    if _normalise_drone_release(roots, out, tile, progress):
+        return
+    mask_dirs = [p for r in roots for p in r.rglob("*")
+                 if p.is_dir() and "mask" in p.name.lower() and not _ignored(p.relative_to(r))]
     int_dirs = {f: _rglob_dirs(roots, f) for f in INTENSITY_FOLDERS}
     if not mask_dirs or not any(int_dirs.values()):
         raise DownloadError("no raw_scaleXXX and mask folders in the downloaded drone files")

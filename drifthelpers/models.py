@@ -10,15 +10,23 @@
 
 Weights default to ``None`` (random initialisation): nothing is downloaded unless
 ``weights="imagenet"`` is asked for explicitly, which needs network access (or a
-populated torch/timm cache) and fails with a clear message otherwise.
+populated torch/timm cache) and fails with a clear message otherwise. A local weights
+file works offline: ``weights=PATH`` (a torchvision-style ResNet state dict, e.g. the
+ImageNet ResNet34 the paper's U-Net++ encoder started from), or a model name made by
+:func:`with_encoder_weights` (``"unetplusplus@/abs/path.pth#sha256=..."``), which carries
+the file and its checksum through configurations and checkpoint-cache keys.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+from pathlib import Path
+
 import torch
 from torch import nn
 
-__all__ = ["TASK_MODELS", "build_task_model", "count_parameters"]
+__all__ = ["TASK_MODELS", "build_task_model", "count_parameters", "with_encoder_weights", "split_model_name"]
 
 TASK_MODELS = {
     "resnet18": "classification",
@@ -91,14 +99,85 @@ def _weights_error(name: str, exc: Exception) -> RuntimeError:
     )
 
 
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def with_encoder_weights(name: str, path: str | os.PathLike | None) -> str:
+    """A model name that starts the encoder (the backbone) from a local weights file.
+
+    Returns ``name`` unchanged when ``path`` is empty or ``None``; otherwise
+    ``"<name>@<absolute path>#sha256=<first 16 hex digits>"``. :func:`build_task_model`
+    checks the checksum when it loads the file, so a replaced file is noticed and a cached
+    model trained from other weights is never mistaken for this one.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: ``name`` is not a model with a ResNet backbone.
+    """
+    if not path:
+        return name
+    base = split_model_name(name)[0]
+    if base not in ("resnet18", "unet", "unetplusplus"):
+        raise ValueError(f"{base!r} has no pretrained backbone; encoder weights fit resnet18, unet, unetplusplus")
+    file = Path(path).expanduser().resolve()
+    if not file.is_file():
+        raise FileNotFoundError(f"encoder weights file {file} does not exist")
+    return f"{base}@{file}#sha256={_sha256(file)[:16]}"
+
+
+def split_model_name(name: str) -> tuple[str, str | None, str | None]:
+    """``(model, weights file or None, sha256 prefix or None)`` of a model name."""
+    if "@" not in name:
+        return name, None, None
+    base, rest = name.split("@", 1)
+    path, _, digest = rest.partition("#sha256=")
+    return base, path, digest or None
+
+
+def _load_backbone(module: nn.Module, path: str, digest: str | None, what: str) -> None:
+    """Load a ResNet state dict into ``module`` (its ``fc`` head and a mismatched first conv skipped)."""
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"encoder weights file {file} does not exist")
+    if digest and not _sha256(file).startswith(digest):
+        raise ValueError(f"encoder weights file {file} changed: its SHA-256 no longer starts with {digest}")
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{file} is not a PyTorch state dict ({type(exc).__name__}: {exc})") from exc
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise ValueError(f"{file} holds a {type(state).__name__}, not a state dict")
+    state = {k.removeprefix("module.").removeprefix("encoder."): v for k, v in state.items()}
+    own = module.state_dict()
+    skip = [k for k in state if k.startswith("fc.") or (k in own and own[k].shape != state[k].shape)]
+    state = {k: v for k, v in state.items() if k not in skip}
+    missing = [k for k in own if k not in state and k not in skip and not k.startswith("fc.")]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        raise ValueError(f"{file} does not fit the {what} backbone: {len(missing)} missing key(s) "
+                         f"{missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}")
+    module.load_state_dict(state, strict=False)
+
+
 def build_task_model(name: str, num_classes: int = 9, in_channels: int = 3, weights: str | None = None) -> nn.Module:
     """Build a task model by name.
 
     Args:
-        name: one of :data:`TASK_MODELS`.
+        name: one of :data:`TASK_MODELS`, or such a name with a weights file from
+            :func:`with_encoder_weights`.
         num_classes: classes of a classifier, or output channels of a segmenter (1 = binary mask logits).
-        in_channels: input channels (3 for RGB; 4 for a packed raw mosaic).
-        weights: ``None`` (default, random init) or ``"imagenet"``.
+        in_channels: input channels (3 for RGB; 4 for a packed raw mosaic; with a weights
+            file the first convolution then stays randomly initialised).
+        weights: ``None`` (default, random init), ``"imagenet"`` (download), or the path
+            of a local ResNet state dict for the backbone.
 
     Returns:
         The model; a classifier returns logits (B, num_classes), a segmenter (B, num_classes, H, W).
@@ -108,10 +187,18 @@ def build_task_model(name: str, num_classes: int = 9, in_channels: int = 3, weig
         >>> m(torch.zeros(2, 3, 64, 64)).shape
         torch.Size([2, 9])
     """
+    name, file, digest = split_model_name(name)
+    if weights not in (None, "imagenet"):
+        file, digest = str(weights), None
+        weights = None
     if name not in TASK_MODELS:
         raise ValueError(f"unknown task model {name!r}; choose one of {sorted(TASK_MODELS)}")
-    if weights not in (None, "imagenet"):
-        raise ValueError(f"weights must be None or 'imagenet', got {weights!r}")
+    if file is not None:
+        if weights is not None:
+            raise ValueError("give either weights='imagenet' or a weights file, not both")
+        model = build_task_model(name, num_classes, in_channels)
+        _load_backbone(model.encoder if hasattr(model, "encoder") else model, file, digest, name)
+        return model
     if num_classes < 1 or in_channels < 1:
         raise ValueError(f"num_classes and in_channels must be >= 1, got {num_classes}, {in_channels}")
 

@@ -72,6 +72,7 @@ def mini_copy(mini, tmp_path) -> Path:
 # generation: determinism, layout, manifest
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_bytes(mini, tmp_path):
     again = build_tiny(tmp_path, seed=0, workers=2)  # also across worker counts
     for kind in ("microscopy", "drone"):
@@ -403,6 +404,9 @@ def test_data_root_precedence(tmp_path, monkeypatch):
     assert D.data_root() == (tmp_path / "env").resolve()
     assert D.data_root(tmp_path / "arg") == (tmp_path / "arg").resolve()
     assert D.dataset_dir("drone", tmp_path, source="zenodo") == tmp_path.resolve() / "zenodo" / "drone"
+    assert D.dataset_dir("microscopy", tmp_path, source="standin") == tmp_path.resolve() / "standin" / "microscopy"
+    with pytest.raises(ValueError, match="standin"):
+        D.dataset_dir("drone", tmp_path, source="cloud")
 
 
 # --------------------------------------------------------------------------------------
@@ -468,6 +472,7 @@ def test_split_is_a_partition(y, seed, with_groups):
                 assert all((y[p] == cls).any() for p in parts)
 
 
+@pytest.mark.slow
 def test_concurrent_ensure_builds_once(tmp_path):
     """Parallel jobs (a sweep) that need the same missing set: one builds, the others wait and reuse."""
     import subprocess
