@@ -14,12 +14,13 @@ By default the run starts cold, like a fresh clone: a new, empty data folder
 (``DRIFTHELPERS_DATA``), so the mini data sets are generated and every task model is
 trained. ``--warm`` uses the project's data folder and checkpoint cache as they are.
 
-Targets (issue 8): the quick profile in <= 10 minutes on 2 CPU cores with peak memory
+Targets: the quick profile in <= 10 minutes on 2 CPU cores with peak memory
 <= 4 GB.
 
 Usage:
     python benchmarks/bench_collection.py                  # cold, all notebooks
     python benchmarks/bench_collection.py --warm 03 04     # warm, a selection
+    python benchmarks/bench_collection.py -p workers 2     # a notebook parameter for every notebook
 """
 
 from __future__ import annotations
@@ -82,6 +83,8 @@ def main(argv=None) -> int:
     ap.add_argument("--warm", action="store_true", help="reuse the project's data folder and checkpoint cache")
     ap.add_argument("--profile", default="quick", choices=("quick", "paper"))
     ap.add_argument("--keep", action="store_true", help="keep the cold run's temporary data folder")
+    ap.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                    help="a notebook parameter override, passed to `run` (e.g. -p workers 2)")
     args = ap.parse_args(argv)
 
     env = dict(os.environ)
@@ -92,6 +95,8 @@ def main(argv=None) -> int:
     runs = Path(tempfile.mkdtemp(prefix="drift-bench-runs-"))
     cmd = [sys.executable, "-m", "drifthelpers", "run", "--no-progress", "--profile", args.profile,
            "--runs-dir", str(runs), "--name", "bench", *args.notebooks]
+    for name, value in args.param:
+        cmd += ["-p", name, value]
     print(f"{'cold' if tmp else 'warm'} run on {psutil.cpu_count()} CPU(s), "
           f"{psutil.virtual_memory().total / GB:.0f} GiB: {' '.join(cmd[1:])}", flush=True)
     start = time.perf_counter()

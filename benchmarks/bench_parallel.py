@@ -7,10 +7,12 @@ Usage::
 Each job trains a fresh quick-profile task model (``small_cnn`` on 16 images of 64x64,
 ``small_unet`` on 8 of 48x48, the quick profile's shapes) for ``--steps`` Adam steps
 on random data. The same jobs run through :func:`drifthelpers.parallel.run_jobs` with
-``workers=1`` (in this process, with every thread) and with ``workers=0`` (one process
-per thread, one thread each), side by side in one run; the script prints seconds per
-job with worker start-up (importing PyTorch, as users pay it) and without it (the steps
-alone: the steady-state throughput a long run of many jobs approaches), and the ratios.
+``workers=1`` (in this process, with every thread) and with one worker process per
+thread (at least two, at most ``MAX_AUTO_WORKERS``, one thread each), side by side in one
+run; the script prints seconds per job with worker start-up (importing PyTorch, as users
+pay it) and without it (the steps alone: the steady-state throughput a long run of many
+jobs approaches), and the ratios. It also prints what ``workers=0`` (auto) chooses on this
+machine.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from drifthelpers.models import build_task_model
-from drifthelpers.parallel import plan_workers, run_jobs
+from drifthelpers.parallel import MAX_AUTO_WORKERS, plan_workers, run_jobs, usable_cores
 
 SHAPES = {"small_cnn": (9, 16, 64), "small_unet": (1, 8, 48)}
 
@@ -57,8 +59,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30, help="training steps per job (default 30)")
     args = ap.parse_args()
     budget = torch.get_num_threads()
-    print(f"thread budget {budget}; auto plan for {args.jobs} jobs: {plan_workers(args.jobs)} (workers, threads each)")
-    n_workers = plan_workers(args.jobs)[0]
+    print(f"{usable_cores()} usable cores, thread budget {budget}; auto plan for {args.jobs} jobs: "
+          f"{plan_workers(args.jobs)} (workers, threads each)")
+    n_workers = plan_workers(args.jobs, workers=max(2, min(budget, MAX_AUTO_WORKERS)))[0]
     print("wall: seconds per job, start-up included; steady: the training steps alone, per job and")
     print(f"divided by the {n_workers} workers running side by side (throughput without start-up)")
     print(f"{'model':<11} {'in-process wall':>16} {'workers wall':>13} {'speed-up':>9} | "
@@ -66,13 +69,14 @@ def main() -> None:
     for name in SHAPES:
         jobs = [(name, i) for i in range(args.jobs)]
         wall, steady = {}, {}
-        for workers in (1, 0):
+        for workers in (1, n_workers):
             t0 = time.perf_counter()
             step_seconds = run_jobs(train_job, jobs, args.steps, workers=workers, progress=False)
             wall[workers] = (time.perf_counter() - t0) / len(jobs)
-            steady[workers] = sum(step_seconds) / len(jobs) / (n_workers if workers == 0 else 1)
-        print(f"{name:<11} {wall[1]:>16.2f} {wall[0]:>13.2f} {wall[1] / wall[0]:>8.2f}x | "
-              f"{steady[1]:>18.2f} {steady[0]:>15.2f} {steady[1] / steady[0]:>8.2f}x", flush=True)
+            steady[workers] = sum(step_seconds) / len(jobs) / workers
+        w = n_workers
+        print(f"{name:<11} {wall[1]:>16.2f} {wall[w]:>13.2f} {wall[1] / wall[w]:>8.2f}x | "
+              f"{steady[1]:>18.2f} {steady[w]:>15.2f} {steady[1] / steady[w]:>8.2f}x", flush=True)
 
 
 if __name__ == "__main__":

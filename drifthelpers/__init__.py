@@ -1,11 +1,11 @@
 """drifthelpers: dataset drift controls with physical data models of optical images.
 
-One module per concept (see the README); they are imported on first use, so that
-``import drifthelpers`` and ``python -m drifthelpers --help`` stay fast::
+One module per concept (``docs/design.md`` lists them); they are imported on first use,
+so that ``import drifthelpers`` and ``python -m drifthelpers --help`` stay fast::
 
     from drifthelpers import raw, sensor, scenes, datasets, isp, fastisp, models, training
     from drifthelpers import corruptions, synthesis, forensics, optimisation, plotting, widgets, batch
-    from drifthelpers import parallel, sweep
+    from drifthelpers import parallel, sweep, fileio, exercises
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ _SUBMODULES = (
     "batch",
     "parallel",
     "sweep",
+    "fileio",
+    "exercises",
 )
 
 __all__ = ["__version__", *_SUBMODULES]

@@ -3,12 +3,11 @@
 The quick profile trains many small task models (notebook 03: 13 per data set and
 split; notebook 05: 3 arms x 3 seeds per data set). Small models on small batches use
 many intra-op threads poorly, so whole jobs can go to worker processes instead, each
-with ``threads // workers`` intra-op threads. Measured on the 2-core reference machine
-(README): isolated training steps ran 1.1-1.8x faster in two single-threaded processes
-than in one two-threaded one, but notebook 03's microscopy experiment took the same time
-either way (72 s) once worker start-up (importing PyTorch) was paid, and workers cost
-~0.4 GB of memory each. The gain is expected on machines with many cores; it has not
-been measured there. ``benchmarks/bench_parallel.py`` measures it on any machine.
+with ``threads // workers`` intra-op threads. Each worker imports PyTorch (5-10 s) and
+holds its own copy (~0.4 GB). On a 2-core machine that start-up eats the gain: notebook
+03's microscopy experiment takes the same time in two workers as in one process, with
+more memory (``docs/performance.md``). ``benchmarks/bench_parallel.py`` measures the
+trade-off on any machine.
 
 :func:`run_jobs` is that pool: ``fn(job, shared)`` for every job, in worker processes
 (``spawn``, so it is safe inside a Jupyter kernel and with OpenMP) or, with one worker,
@@ -21,10 +20,15 @@ the queue the same way. A *script* that calls it with more than one worker needs
 usual ``if __name__ == "__main__":`` guard, because spawned workers import the main
 module (notebooks and ``python -m drifthelpers`` need nothing).
 
-With ``workers=0`` (auto) the pool uses one worker per thread of this process's budget
-(``torch.get_num_threads()``, which follows ``OMP_NUM_THREADS``; a sweep job limited to
-one thread therefore trains in-process), at most :data:`MAX_AUTO_WORKERS`, and never
-more than there are jobs. Work on a GPU stays in this process.
+``workers=0`` (auto) chooses:
+
+* in this process (one worker) on a machine with at most :data:`IN_PROCESS_MAX_CORES`
+  usable cores (:func:`usable_cores`), where worker processes bring no gain;
+* otherwise one worker per thread of this process's budget (``torch.get_num_threads()``,
+  which follows ``OMP_NUM_THREADS``; a sweep job limited to one thread therefore trains
+  in-process), at most :data:`MAX_AUTO_WORKERS`, and never more than there are jobs.
+
+Work on a GPU stays in this process.
 
 Results depend on the thread count only at floating-point rounding level (the order of
 reductions), which training can amplify into a different last digit of a metric.
@@ -32,13 +36,15 @@ reductions), which training can amplify into a different last digit of a metric.
 
 from __future__ import annotations
 
+import os
 import pickle
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["MAX_AUTO_WORKERS", "JobError", "plan_workers", "run_jobs"]
+__all__ = ["IN_PROCESS_MAX_CORES", "MAX_AUTO_WORKERS", "JobError", "plan_workers", "run_jobs", "usable_cores"]
 
 MAX_AUTO_WORKERS = 8  # each worker holds its own PyTorch (~0.3-0.5 GB resident)
+IN_PROCESS_MAX_CORES = 2  # up to this many usable cores, auto runs every job in this process
 
 _SHARED: Any = None
 
@@ -47,12 +53,26 @@ class JobError(RuntimeError):
     """A job of :func:`run_jobs` failed; the message names the job and the cause."""
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one).
+
+    Returns:
+        The number of usable cores, at least 1.
+    """
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS and Windows have no affinity mask
+        return max(1, os.cpu_count() or 1)
+
+
 def plan_workers(n_jobs: int, workers: int = 0, device="cpu") -> tuple[int, int]:
     """How many worker processes and intra-op threads each for ``n_jobs`` jobs.
 
     Args:
         n_jobs: number of jobs.
-        workers: ``0`` = auto (see the module docstring), ``1`` = in this process,
+        workers: ``0`` = auto: in this process on a machine with at most
+            :data:`IN_PROCESS_MAX_CORES` usable cores, else one process per thread of
+            the budget (see the module docstring); ``1`` = in this process;
             ``N`` = at most N processes.
         device: where the jobs compute; anything but the CPU runs in this process.
 
@@ -66,7 +86,12 @@ def plan_workers(n_jobs: int, workers: int = 0, device="cpu") -> tuple[int, int]
     budget = max(1, torch.get_num_threads())
     if str(device) != "cpu":
         return 1, budget
-    w = workers or min(budget, MAX_AUTO_WORKERS)
+    if workers:
+        w = workers
+    elif usable_cores() <= IN_PROCESS_MAX_CORES:
+        w = 1
+    else:
+        w = min(budget, MAX_AUTO_WORKERS)
     w = max(1, min(w, n_jobs))
     return w, max(1, budget // w)
 

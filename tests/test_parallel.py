@@ -30,7 +30,8 @@ def threads():
     torch.set_num_threads(before)
 
 
-def test_plan_workers(threads):
+def test_plan_workers(threads, monkeypatch):
+    monkeypatch.setattr(parallel, "usable_cores", lambda: 64)  # a machine where workers pay off
     threads(4)
     assert parallel.plan_workers(10) == (4, 1)
     assert parallel.plan_workers(3) == (3, 1)  # never more workers than jobs
@@ -44,6 +45,26 @@ def test_plan_workers(threads):
     for bad in (-1, 1.5, "2", True):
         with pytest.raises(ValueError, match="workers"):
             parallel.plan_workers(3, workers=bad)
+
+
+@pytest.mark.parametrize("cores", [1, 2])
+def test_auto_runs_in_process_on_two_cores_or_fewer(cores, threads, monkeypatch):
+    """Worker processes gain nothing on <= 2 cores (their start-up eats it): auto stays here."""
+    monkeypatch.setattr(parallel, "usable_cores", lambda: cores)
+    threads(2)
+    assert parallel.plan_workers(10) == (1, 2)
+    assert parallel.plan_workers(10, workers=2) == (2, 1)  # an explicit choice is kept
+    here = parallel.run_jobs(_square_plus, [1, 2, 3], {"offset": 0}, progress=False)
+    assert {r["pid"] for r in here} == {os.getpid()}
+    monkeypatch.setattr(parallel, "usable_cores", lambda: 3)  # one core more: worker processes
+    assert parallel.plan_workers(10) == (2, 1)
+
+
+def test_usable_cores_counts_this_process_cores():
+    n = parallel.usable_cores()
+    assert isinstance(n, int) and 1 <= n <= (os.cpu_count() or 1)
+    if hasattr(os, "sched_getaffinity"):
+        assert n == len(os.sched_getaffinity(0))
 
 
 def test_in_process_and_pool_give_the_same_results_in_job_order(threads):
@@ -70,6 +91,7 @@ def test_a_failing_job_is_named(workers, threads):
         parallel.run_jobs(_square_plus, [1, 2], {"offset": 0}, labels=["one"], progress=False)
 
 
+@pytest.mark.slow
 def test_synthesis_same_numbers_in_workers_and_in_process(tiny_micro, threads):
     from drifthelpers import synthesis
 
