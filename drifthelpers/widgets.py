@@ -15,10 +15,13 @@ papermill, nbval and plain scripts have none, and a widget there shows up as a l
 ``interactive=None`` (the default) therefore decides as follows:
 
 1. the environment variable ``DRIFTHELPERS_STATIC_WIDGETS=1`` forces the static figure;
-2. otherwise the widgets are used only inside an IPython *kernel* that a Jupyter server
-   started for a notebook session (it sets ``JPY_SESSION_NAME``) or that VS Code runs
-   (``__vsc_ipynb_file__`` in the user namespace);
-3. everything else (papermill, nbval, scripts, a terminal IPython) gets a static
+2. on Google Colab (``google.colab`` imported by its kernel) the widgets are used, after
+   switching on Colab's custom widget manager (``output.enable_custom_widget_manager()``),
+   without which Colab does not draw third-party ipywidgets;
+3. otherwise the widgets are used only inside an IPython *kernel* that a Jupyter server
+   started for a notebook session (it sets ``JPY_SESSION_NAME``: JupyterLab, Binder) or that
+   VS Code runs (``__vsc_ipynb_file__`` in the user namespace);
+4. everything else (papermill, nbval, scripts, a terminal IPython) gets a static
    matplotlib figure: a small grid of settings with their difference maps.
 
 Pass ``interactive=True`` or ``False`` to decide yourself. Batch runs started *from inside*
@@ -36,6 +39,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import sys
 import time
 from typing import Any, Mapping, Sequence
 
@@ -350,9 +354,26 @@ def frontend_available() -> bool:
     except ImportError:  # pragma: no cover - IPython comes with ipykernel
         return False
     shell = get_ipython()
-    if shell is None or "IPKernelApp" not in shell.config:
+    if shell is None:
+        return False
+    if "google.colab" in sys.modules:
+        return _enable_colab_widgets()
+    if "IPKernelApp" not in shell.config:
         return False
     return bool(os.environ.get("JPY_SESSION_NAME")) or "__vsc_ipynb_file__" in shell.user_ns
+
+
+def _enable_colab_widgets() -> bool:
+    """Switch on Colab's manager for third-party widgets; False where that is impossible."""
+    try:
+        from google.colab import output
+    except ImportError:
+        return False
+    enable = getattr(output, "enable_custom_widget_manager", None)
+    if enable is None:  # a Colab too old to draw ipywidgets 8
+        return False
+    enable()
+    return True
 
 
 def _png(fig) -> bytes:

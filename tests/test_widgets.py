@@ -181,3 +181,55 @@ def test_stage_histograms_one_panel_per_stage(mosaic):
         plt.close(fig)
     with pytest.raises(ValueError, match="stages"):
         widgets.plot_stage_histograms({})
+
+
+class _Shell:
+    """A stand-in for an IPython shell (``get_ipython()``) outside any notebook server."""
+
+    config: dict = {}
+    user_ns: dict = {}
+
+
+def _fake_colab(monkeypatch, with_manager: bool = True) -> list:
+    """Pretend to run in Colab's kernel: ``google.colab.output`` imported, a shell present."""
+    import sys
+    import types
+
+    import IPython
+
+    calls = []
+    output = types.ModuleType("google.colab.output")
+    if with_manager:
+        output.enable_custom_widget_manager = lambda: calls.append("enabled")
+    colab = types.ModuleType("google.colab")
+    colab.output = output
+    google = types.ModuleType("google")
+    google.colab = colab
+    for name, module in (("google", google), ("google.colab", colab), ("google.colab.output", output)):
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setattr(IPython, "get_ipython", lambda: _Shell())
+    monkeypatch.delenv("DRIFTHELPERS_STATIC_WIDGETS", raising=False)
+    return calls
+
+
+def test_colab_gets_live_widgets_with_its_widget_manager(monkeypatch):
+    calls = _fake_colab(monkeypatch)
+    assert widgets.frontend_available() is True
+    assert calls == ["enabled"]  # without it Colab draws no third-party widget
+
+
+def test_colab_without_a_widget_manager_and_forced_static_fall_back(monkeypatch):
+    calls = _fake_colab(monkeypatch, with_manager=False)
+    assert widgets.frontend_available() is False
+    calls = _fake_colab(monkeypatch)
+    monkeypatch.setenv("DRIFTHELPERS_STATIC_WIDGETS", "1")
+    assert widgets.frontend_available() is False and calls == []
+
+
+def test_a_plain_shell_outside_colab_and_jupyter_is_headless(monkeypatch):
+    import IPython
+
+    monkeypatch.setattr(IPython, "get_ipython", lambda: _Shell())
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    monkeypatch.delenv("DRIFTHELPERS_STATIC_WIDGETS", raising=False)
+    assert widgets.frontend_available() is False
