@@ -62,6 +62,10 @@ __all__ = [
     "best_so_far",
     "harm_vs_change",
     "most_harmful",
+    "item_scores",
+    "harm_statistics",
+    "judge_claims",
+    "PAPER_CLAIMS",
     "EnvelopeAxis",
     "envelope_axes",
     "operating_envelope",
@@ -650,6 +654,81 @@ def most_harmful(results: Sequence[SearchResult]) -> dict[str, SearchResult]:
     return out
 
 
+@torch.no_grad()
+def item_scores(problem: ForensicsProblem, state: State | None = None) -> np.ndarray:
+    """Each probe image's score at a configuration (the reference when ``state`` is None):
+    1/0 correctness for a classifier, the image's IoU for a segmenter. Leaves the problem at
+    its reference; counts one evaluation.
+
+    Returns:
+        (N,) float array in the order of ``problem.raw``.
+    """
+    from . import stats
+
+    problem.set_state(state if state is not None else problem.reference_state)
+    try:
+        problem.evaluations += 1
+        out = problem.task_model(_resize(problem.render(), problem.image_size))
+    finally:
+        problem.reset()
+    if problem.task == "classification":
+        return (out.argmax(1) == problem.targets).double().numpy()
+    inter, union = stats.iou_counts((out > 0).numpy(), (problem.targets > 0.5).numpy())
+    return stats.iou_per_image(inter, union)
+
+
+def harm_statistics(problem: ForensicsProblem, states: dict[str, State], n_boot: int = 2000,
+                    seed: int = 0) -> dict[str, dict]:
+    """The drop of each configuration below the reference, with an interval over probe images.
+
+    The drop is the mean over images of (score at the reference − score at the configuration),
+    paired by image; the bootstrap resamples the images (one trained model: one unit, so the
+    interval covers the choice of probe images, not the training seed). Evaluate on images the
+    search did not see (e.g. a validation split) for a drop that is not selected on its own noise.
+
+    Args:
+        states: ``{label: configuration}``, e.g. ``{label: r.state for label, r in most_harmful(...).items()}``.
+
+    Returns:
+        ``{label: {value, low, high, n, ...}}`` (see :class:`drifthelpers.stats.Estimate`).
+    """
+    from . import stats
+
+    ref = item_scores(problem)
+    return {label: stats.paired_difference(ref[None], item_scores(problem, st)[None], n_boot, seed).to_dict()
+            for label, st in states.items()}
+
+
+def _claims() -> list:
+    from .stats import Claim
+
+    out = [
+        Claim("microscopy forensics: black level alone is harmful", "black_level", "greater", threshold=0.0,
+              paper=0.29, text="accuracy drop at the most harmful black level > 0 (paper: 87 % -> 55-61 %)"),
+        Claim("microscopy forensics: denoising kernel alone is harmful", "denoise", "greater", threshold=0.0,
+              paper=0.20, text="accuracy drop at the most harmful denoising kernel > 0 (paper: 87 % -> 67 %)"),
+        Claim("microscopy forensics: all parameters together are harmful", "all", "greater", threshold=0.0,
+              paper=0.41, text="accuracy drop with every group searched > 0 (paper: 87 % -> 46 % at moderate λ)"),
+    ]
+    for group in ("white_balance", "colour_matrix", "gamma", "sharpen"):
+        out.append(Claim(f"microscopy forensics: {group} alone does no real harm", group, "within", low=-0.05,
+                         high=0.05, paper=0.0, text=f"accuracy drop at the most harmful {group} within ±0.05 "
+                         "(paper: no real drop)"))
+    return out
+
+
+#: The paper's drift-forensics claims (Raw-Microscopy), judged on the drop of each group's most
+#: harmful configuration; "no real harm" is taken as a drop within ±0.05.
+PAPER_CLAIMS = _claims()
+
+
+def judge_claims(drops: dict[str, dict]) -> list[dict]:
+    """Verdicts of :data:`PAPER_CLAIMS` on the drops of :func:`harm_statistics` (claims whose group is absent are skipped)."""
+    from . import stats
+
+    return [stats.judge(c, drops[c.statistic]).to_dict() for c in PAPER_CLAIMS if c.statistic in drops]
+
+
 # --------------------------------------------------------------------------- the operating envelope
 
 
@@ -892,13 +971,12 @@ def envelope_table(spec: dict) -> str:
 
 
 def save_json(obj: dict, path: str | Path) -> Path:
-    """Write a JSON-ready dict (atomic replace)."""
+    """Write a JSON-ready dict (atomic replace, a unique temporary name)."""
+    from .fileio import atomic_write_json
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(json.dumps(obj, indent=1, default=float))
-    tmp.replace(path)
-    return path
+    return atomic_write_json(path, obj, indent=1, default=float)
 
 
 # --------------------------------------------------------------------------- figures
@@ -1013,34 +1091,14 @@ class _UsageError(Exception):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the ``forensics`` command's arguments to a parser (for ``python -m drifthelpers forensics``)."""
-    parser.add_argument("--dataset", default="microscopy", choices=("microscopy", "drone"),
-                        help="data set (default microscopy)")
-    parser.add_argument("--profile", default="quick", choices=("quick", "paper"),
-                        help="training profile of the task model, as in notebook 03 (default quick)")
-    parser.add_argument("--preset", default="bi,s,ga",
-                        help="static view the task model was trained on; must be <bi|ma|me>,s,ga (default bi,s,ga)")
-    parser.add_argument("--split", type=int, default=0, help="split index (default 0)")
-    parser.add_argument("--subset", default="test", choices=("test", "val", "val+test"),
-                        help="images the envelope is measured on (default test)")
-    parser.add_argument("--intensity", type=float, default=1.0, help="light level of the raw data (default 1.0)")
-    parser.add_argument("--source", default="mini", choices=("mini", "zenodo"),
-                        help="mini data sets (generated offline) or the downloaded Zenodo release (default mini)")
-    parser.add_argument("--data-root", help="data folder (default: <repo>/data or $DRIFTHELPERS_DATA)")
-    parser.add_argument("--cache-dir", help="checkpoint cache (default: <data root>/cache/checkpoints)")
-    parser.add_argument("--checkpoint", help="a task-model state dict (torch.save) to use instead of the cache")
-    parser.add_argument("--train", action="store_true", help="train the task model when it is not in the cache")
-    parser.add_argument("--tolerance", type=float, default=0.05,
-                        help="allowed drop of the metric below the reference (default 0.05)")
-    parser.add_argument("--points", type=int, default=8, help="grid points per side and axis (default 8)")
-    parser.add_argument("--refine", type=int, default=4, help="bisection steps at each edge (default 4)")
-    parser.add_argument("--search-steps", type=int, default=0,
-                        help="also search each group (this many evaluations) and add paths toward the most "
-                             "harmful settings found (default 0 = fixed axes only)")
-    parser.add_argument("--lam", type=float, default=0.0, help="λ of those searches (default 0)")
-    parser.add_argument("-o", "--output", default="envelope.json", help="JSON specification (default envelope.json)")
-    parser.add_argument("--json", action="store_true", help="print the JSON specification instead of the table")
-    return parser
+    """Add the ``forensics`` command's arguments to a parser (for ``python -m drifthelpers forensics``).
+
+    The options are defined in :mod:`drifthelpers.__main__`, which needs no torch, so
+    that ``python -m drifthelpers forensics --help`` answers at once.
+    """
+    from .__main__ import add_forensics_arguments
+
+    return add_forensics_arguments(parser)
 
 
 def _check_args(args) -> str:

@@ -22,7 +22,10 @@ the ``frozen`` arm exactly (tested).
 Measurements (:func:`summarise`): validation curves (mean ± std across seeds per step), the
 final and best validation metric, the test metric of the final model, the steps to reach a
 target, stability across seeds (spread of the final metric, and mean width of the curve's
-band), and the learned data-model parameters against their initial values.
+band), and the learned data-model parameters against their initial values. Each run keeps its
+per-item test scores, so the arms' differences, paired by split and seed and by test item, get
+hierarchical-bootstrap intervals and the paper's claims a computed verdict
+(:func:`paired_statistics`, :data:`PAPER_CLAIMS`, :mod:`drifthelpers.stats`).
 
 Runs are cached as small JSON files keyed by the full configuration and a fingerprint of the
 data, so re-running a notebook is instant.
@@ -33,7 +36,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .fileio import atomic_write_json
 from .isp import CameraParams, ParametrizedDataModel
 from .training import config_key, evaluate, seed_everything, weak_augment
 
@@ -65,6 +68,9 @@ __all__ = [
     "stability",
     "parameter_changes",
     "summarise",
+    "paired_statistics",
+    "judge_claims",
+    "PAPER_CLAIMS",
     "learned_data_model",
     "default_cache_dir",
     "config_for",
@@ -238,7 +244,7 @@ class RawPacker(nn.Module):
 
 
 class RenderAt(nn.Module):
-    """A data model followed by area-downsampling to ``size`` (what the task model sees)."""
+    """A data model followed by resizing to ``size`` (area down, bilinear up): what the task model sees."""
 
     def __init__(self, data_model: nn.Module, size: int = 0):
         super().__init__()
@@ -246,8 +252,9 @@ class RenderAt(nn.Module):
 
     def forward(self, raw: Tensor) -> Tensor:
         x = self.data_model(raw)
-        if self.size and x.shape[-1] > self.size:
-            x = F.interpolate(x, size=(self.size, self.size), mode="area")
+        if self.size and x.shape[-1] != self.size:  # area down, bilinear up
+            x = F.interpolate(x, size=(self.size, self.size), **({"mode": "area"} if x.shape[-1] > self.size
+                              else {"mode": "bilinear", "align_corners": False}))
         return x
 
 
@@ -322,6 +329,9 @@ class ArmRun:
         train_loss: mean training loss over each interval between validations.
         final, best, best_step: last and best validation metric, and the step of the best.
         test: the final model's metric on the test split (``None`` without one).
+        test_items: the final model's score on each test item, in split order: 1/0 correctness
+            (classification) or the image's IoU (segmentation; their mean is the paper's IoU).
+        split_seed: the seed of the data split (runs are paired by split and seed).
         init_params, final_params: data-model parameters (``state_dict`` as nested lists)
             before and after training (empty for ``raw_direct``).
         seconds: training time; ``cached``: loaded from the cache.
@@ -337,6 +347,8 @@ class ArmRun:
     best: float = float("nan")
     best_step: int = 0
     test: float | None = None
+    test_items: list = field(default_factory=list)
+    split_seed: int = 0
     init_params: dict = field(default_factory=dict)
     final_params: dict = field(default_factory=dict)
     seconds: float = 0.0
@@ -412,6 +424,20 @@ def _items(data: JointData, idx, chunk: int = 64) -> list[dict]:
     return [{"raw": data.raw[c], key: data.targets[c]} for c in idx.split(chunk)]
 
 
+def _test_scores(task_model: nn.Module, view: nn.Module, data: JointData, config: JointConfig,
+                 device) -> tuple[float, list]:
+    """The metric on the test split (accuracy, or pooled IoU) and each test item's score."""
+    from . import stats
+    from .training import predict
+
+    pred, target = predict(task_model, view, _items(data, data.split[2]), device=device)
+    if config.task == "classification":
+        correct = (pred == target).numpy().astype(float)
+        return float(correct.mean()), correct.tolist()
+    inter, union = stats.iou_counts(pred.numpy(), target.numpy())
+    return stats.iou_pooled(inter, union), stats.iou_per_image(inter, union).tolist()
+
+
 def _params(data_model: nn.Module) -> dict:
     return {k: v.detach().cpu().tolist() for k, v in data_model.state_dict().items()}
 
@@ -433,7 +459,9 @@ def train_arm(arm: str, config: JointConfig, data: JointData, seed: int, device=
     task_model, data_model = build_arm(arm, config, data, seed)
     task_model.to(device)
     data_model.to(device).eval()
-    view = RenderAt(data_model, config.image_size)
+    # at full size (image_size 0) a segmenter's packed half-resolution input is brought to the masks' size
+    size = config.image_size or (data.targets.shape[-1] if arm == "raw_direct" and data.task == "segmentation" else 0)
+    view = RenderAt(data_model, size)
     grad = arm == "learned"  # render with gradients (also when data_lr = 0: the forward is the same)
     learn = grad and config.data_lr > 0  # update (and project) the data model
     groups = [{"params": [p for p in task_model.parameters() if p.requires_grad], "lr": config.lr,
@@ -499,8 +527,8 @@ def train_arm(arm: str, config: JointConfig, data: JointData, seed: int, device=
     best = int(np.argmax(run.curve))
     run.best, run.best_step = run.curve[best], run.steps[best]
     if len(data.split[2]):
-        run.test = float(evaluate(task_model, view, _items(data, data.split[2]), config.task, data.num_classes,
-                                  device)[config.metric])
+        run.test, run.test_items = _test_scores(task_model, view, data, config, device)
+    run.split_seed = int(config.split_seed)
     run.final_params = _params(data_model) if arm != "raw_direct" else {}
     run.seconds = time.perf_counter() - start
     return run
@@ -518,19 +546,12 @@ def default_cache_dir(root=None) -> Path:
 
 def _run_key(arm: str, config: JointConfig, data: JointData, seed: int) -> str:
     return config_key({"arm": arm, "seed": int(seed), "config": config.to_dict(), "data": data.fingerprint},
-                      version="optimisation-1")
+                      version="optimisation-2")
 
 
 def _write_json(path: Path, obj: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write_json(path, obj, indent=None)
 
 
 def run_arms(data: JointData, config: JointConfig, seeds: Sequence[int], arms: Sequence[str] = ARMS,
@@ -539,9 +560,10 @@ def run_arms(data: JointData, config: JointConfig, seeds: Sequence[int], arms: S
     """Train every arm for every seed (or load it from the JSON cache).
 
     The runs that are not cached are independent jobs for
-    :func:`drifthelpers.parallel.run_jobs` (``workers=0``: one worker process per core on
-    the CPU, ``1``: in this process); each run is written to the cache as soon as it
-    finishes, so an interrupted call keeps what it finished.
+    :func:`drifthelpers.parallel.run_jobs` (``workers=0``: in this process on a
+    machine with at most two usable cores, worker processes above that; ``1``: in this
+    process); each run is written to the cache as soon as it finishes, so an interrupted call
+    keeps what it finished.
 
     Args:
         cache_dir: folder of the JSON cache; ``None`` disables caching.
@@ -661,19 +683,23 @@ def parameter_changes(init: dict, final: dict) -> dict[str, dict]:
     return out
 
 
-def summarise(runs: dict[str, list[ArmRun]], target: float | None = None, target_fraction: float = 0.9) -> dict:
+def summarise(runs: dict[str, list[ArmRun]], target: float | None = None, target_fraction: float = 0.9,
+              n_boot: int = 2000, boot_seed: int = 0, dataset: str | None = None) -> dict:
     """The measurements of an experiment, JSON-ready.
 
     Args:
         runs: ``{arm: [ArmRun per seed]}`` from :func:`run_arms`.
         target: metric to reach for ``steps_to_target``; default ``target_fraction`` times the
             best final mean over the arms (a target every arm could plausibly reach).
+        n_boot: bootstrap resamples of :func:`paired_statistics` (0: none; needs per-item test scores).
+        dataset: the data set, to judge its :data:`PAPER_CLAIMS` (``"claims"``).
 
     Returns:
         ``{"metric", "target", "arms": {arm: {stability..., "steps", "mean", "std",
         "steps_to_target": [per seed], "reached": k, "median_steps_to_target"}},
         "params": {group: {"rel_change_mean", "max_abs_change_mean"}},
-        "learned_minus_frozen": {...}}``.
+        "learned_minus_frozen": {...}}`` (point differences of the means), and with ``n_boot``
+        the ``"statistics"`` and ``"tests"`` of :func:`paired_statistics` and the ``"claims"``.
     """
     if not runs:
         raise ValueError("summarise needs runs")
@@ -701,7 +727,86 @@ def summarise(runs: dict[str, list[ArmRun]], target: float | None = None, target
         out["learned_minus_frozen"] = {
             k: stab["learned"][k] - stab["frozen"][k] for k in ("final_mean", "best_mean", "test_mean")
             if k in stab["learned"] and k in stab["frozen"]}
+    if n_boot and all(r.test_items for rs in runs.values() for r in rs):
+        out.update(paired_statistics(runs, n_boot=n_boot, seed=boot_seed))
+        if dataset is not None:
+            out["claims"] = judge_claims(dataset, out["statistics"])
     return out
+
+
+#: The paper's drift-optimisation claims, decidable by an interval (the paper: microscopy at low
+#: light, learned ISP ≈ 0.79 vs frozen ≈ 0.59 with a narrower spread across runs; drone: both ≈ 0.65).
+#: "Equal" is taken as a difference within ±0.05; "narrower spread" as var(frozen) / var(learned) > 1.
+def _claims() -> dict:
+    from .stats import Claim
+
+    return {
+        "microscopy": [
+            Claim("microscopy: learned ISP beats frozen ISP", "learned_minus_frozen", "greater", threshold=0.0,
+                  paper=0.79 - 0.59, text="test accuracy learned - frozen > 0 (paper: 0.79 vs 0.59)"),
+            Claim("microscopy: learned ISP trains more stably", "variance_ratio_frozen_over_learned", "greater",
+                  threshold=1.0, text="variance across seeds of the frozen arm / the learned arm > 1 (paper: a much "
+                  "narrower spread)"),
+        ],
+        "drone": [
+            Claim("drone: learned ISP equals frozen ISP", "learned_minus_frozen", "within", low=-0.05, high=0.05,
+                  paper=0.0, text="test IoU learned - frozen within ±0.05 (paper: ≈ 0.65 both)"),
+        ],
+    }
+
+
+PAPER_CLAIMS = _claims()
+
+
+def _pairs(runs: dict[str, list[ArmRun]], a: str, b: str) -> tuple[list, list]:
+    """Test-item scores of arms ``a`` and ``b``, paired by (split seed, seed)."""
+    index_b = {(r.split_seed, r.seed): r for r in runs[b]}
+    xs, ys = [], []
+    for r in runs[a]:
+        other = index_b.get((r.split_seed, r.seed))
+        if other is not None and len(other.test_items) == len(r.test_items):
+            xs.append(np.asarray(r.test_items, float))
+            ys.append(np.asarray(other.test_items, float))
+    return xs, ys
+
+
+def paired_statistics(runs: dict[str, list[ArmRun]], n_boot: int = 2000, seed: int = 0) -> dict:
+    """Paired differences between the arms, with intervals, and the spread test.
+
+    Runs of two arms with the same split and seed form a unit; the hierarchical bootstrap
+    (:func:`drifthelpers.stats.paired_difference`) resamples units, then the test items of each
+    unit, an item's score in both arms moving together. The spread claim is tested on the final
+    test metric of each run (:func:`drifthelpers.stats.variance_ratio`, an F interval).
+
+    Returns:
+        ``{"statistics": {"learned_minus_frozen", "learned_minus_raw_direct", "<arm>_test",
+        "variance_ratio_frozen_over_learned": {value, low, high, n, ...}}, "tests": {...}}``.
+    """
+    from . import stats
+
+    out, tests = {}, {}
+    for arm, rs in runs.items():
+        if rs and all(r.test_items for r in rs):
+            out[f"{arm}_test"] = stats.hierarchical_bootstrap(
+                [np.asarray(r.test_items, float)[None] for r in rs], lambda m: m[..., 0].mean(1), n_boot, seed).to_dict()
+    for a, b in (("learned", "frozen"), ("learned", "raw_direct"), ("frozen", "raw_direct")):
+        if a in runs and b in runs:
+            xs, ys = _pairs(runs, a, b)
+            if xs:
+                out[f"{a}_minus_{b}"] = stats.paired_difference(xs, ys, n_boot, seed).to_dict()
+    if "learned" in runs and "frozen" in runs and min(len(runs["learned"]), len(runs["frozen"])) > 1:
+        vr = stats.variance_ratio([r.test for r in runs["learned"]], [r.test for r in runs["frozen"]])
+        out["variance_ratio_frozen_over_learned"] = vr["ratio"].to_dict()
+        tests["variance_ratio"] = {k: v for k, v in vr.items() if k != "ratio"}
+    return {"statistics": out, "tests": tests}
+
+
+def judge_claims(dataset: str, statistics: dict) -> list[dict]:
+    """The verdicts on the paper's claims for ``dataset`` (:data:`PAPER_CLAIMS`) that ``statistics`` can judge."""
+    from . import stats
+
+    return [stats.judge(c, statistics[c.statistic]).to_dict() for c in PAPER_CLAIMS.get(dataset, [])
+            if c.statistic in statistics]
 
 
 def learned_data_model(run: ArmRun, camera: CameraParams, which: str = "final") -> ParametrizedDataModel:

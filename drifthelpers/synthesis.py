@@ -2,12 +2,18 @@
 
 The first drift control of the paper. One task model is trained per static data model
 (the twelve presets of :mod:`drifthelpers.isp`), each is evaluated on all twelve → a 12x12
-matrix (rows: the preset a model was trained on; columns: the preset it is tested on),
-per split, summarised as mean ± std. The same models are tested under the ten post-hoc
-corruptions of :mod:`drifthelpers.corruptions` applied to their own view, and the two
-protocols are compared: mean drop, the ratio of the drops, and the model selection each
-would make (rank correlation of the training presets, and the preset each would pick).
+matrix (rows: the preset a model was trained on; columns: the preset it is tested on). The
+same models are tested under the ten post-hoc corruptions of :mod:`drifthelpers.corruptions`
+applied to their own view, and the two protocols are compared: mean drop, the ratio of the
+drops, and the model selection each would make (rank correlation of the training presets,
+the preset each would pick, and the faithful score lost by following the corruptions).
 A model trained on a mix of all presets measures targeted generalisation.
+
+Splits and training seeds are separate axes: ``n_splits`` data splits x ``n_seeds`` training
+seeds give the *units* of the experiment, and every model keeps its per-item results (class
+predictions, or per-image intersection and union), so that :func:`synthesis_statistics` can
+put a hierarchical-bootstrap interval (:mod:`drifthelpers.stats`) on every headline number
+and judge the paper's claims (:data:`PAPER_CLAIMS`).
 
 Static views are deterministic, so each preset's view of the data set is rendered once
 (batched, on the training device) and reused for every epoch and model; this is exactly
@@ -16,7 +22,6 @@ what on-the-fly rendering would produce, without repeating the work.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -26,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .training import CheckpointCache, TrainConfig, config_key, evaluate, fit, seed_everything
+from .training import CheckpointCache, TrainConfig, config_key, fit, predict, seed_everything
 
 __all__ = [
     "SynthesisConfig",
@@ -40,6 +45,10 @@ __all__ = [
     "corruption_table",
     "compare_protocols",
     "run_synthesis",
+    "synthesis_statistics",
+    "unit_scores",
+    "merge_results",
+    "PAPER_CLAIMS",
     "resize_image",
     "train_config",
     "data_fingerprint",
@@ -57,13 +66,15 @@ class SynthesisConfig:
         dataset: ``"microscopy"`` (classification) or ``"drone"`` (segmentation).
         model: task model name (see :func:`drifthelpers.models.build_task_model`).
         epochs, batch_size, lr, weight_decay: Adam training settings.
-        n_splits: random stratified splits (each gives one matrix; mean ± std over them).
+        n_splits: random stratified splits; split k is drawn with seed ``seed + k``.
+        n_seeds: training seeds per split; seed r trains with seed ``seed + r`` on every split,
+            so splits and seeds are crossed. Each (split, seed) is one unit of the experiment.
         fractions: train/validation/test fractions of each split.
         image_size: side of the images the task model sees (views are area-downsampled
             after the data model when smaller than the data; ``0`` keeps the data size).
         intensity: light level of the raw data (1.0 … 0.01).
         severity: corruption severity for the baseline (the paper used 3).
-        seed: base seed (split k uses seed + k).
+        seed: base seed of the splits and of the training seeds.
         augment: ``"weak"`` or ``"none"``.
         presets: the static data models to train and test (all twelve by default).
     """
@@ -75,6 +86,7 @@ class SynthesisConfig:
     lr: float = 2e-3
     weight_decay: float = 0.0
     n_splits: int = 2
+    n_seeds: int = 1
     fractions: tuple = (0.6, 0.2, 0.2)
     image_size: int = 64
     intensity: float = 1.0
@@ -87,8 +99,8 @@ class SynthesisConfig:
     def __post_init__(self):
         if self.dataset not in ("microscopy", "drone"):
             raise ValueError(f"dataset must be 'microscopy' or 'drone', got {self.dataset!r}")
-        if self.n_splits < 1:
-            raise ValueError(f"n_splits must be >= 1, got {self.n_splits}")
+        if self.n_splits < 1 or self.n_seeds < 1:
+            raise ValueError(f"n_splits and n_seeds must be >= 1, got {self.n_splits}, {self.n_seeds}")
         if not 1 <= self.severity <= 5:
             raise ValueError(f"severity must be 1..5, got {self.severity}")
         if not self.presets:
@@ -99,6 +111,10 @@ class SynthesisConfig:
     @property
     def task(self) -> str:
         return "classification" if self.dataset == "microscopy" else "segmentation"
+
+    def units(self) -> list[tuple[int, int]]:
+        """The (split, seed index) pairs of the experiment, splits outer."""
+        return [(k, r) for k in range(self.n_splits) for r in range(self.n_seeds)]
 
 
 PROFILES = {
@@ -249,18 +265,36 @@ def _metric_name(task: str) -> str:
     return "accuracy" if task == "classification" else "iou"
 
 
+def _scored(model, loader, task: str, device, transform=None) -> tuple[float, np.ndarray]:
+    """The metric of a model on a loader and its per-item record: class predictions (I,)
+    for a classifier, per-image intersection and union pixel counts (2, I) for a segmenter.
+    The metric is accuracy, or IoU pooled over the set (an empty union counts as 1)."""
+    from . import stats
+
+    pred, target = predict(model, nn.Identity(), loader, device=device, transform=transform)
+    if task == "classification":
+        pred = pred.numpy().astype(np.int64)
+        return float(np.mean(pred == target.numpy())), pred
+    inter, union = stats.iou_counts(pred.numpy(), target.numpy())
+    return stats.iou_pooled(inter, union), np.stack([inter, union]).astype(np.int64)
+
+
 def cross_evaluate(models: dict[str, nn.Module], views: dict[str, torch.Tensor], targets: torch.Tensor,
-                   test_idx: Sequence[int], task: str, num_classes: int, device="cpu") -> np.ndarray:
-    """Metric of every trained model (rows) on every test view (columns)."""
-    metric = _metric_name(task)
-    rows = []
+                   test_idx: Sequence[int], task: str, num_classes: int, device="cpu", items: bool = False):
+    """Metric of every trained model (rows) on every test view (columns).
+
+    With ``items=True`` also the per-item records (``[model][view]``, see :func:`_scored`)."""
+    rows, records = [], []
     for train_preset, model in models.items():
-        row = []
+        row, rec = [], []
         for test_preset, v in views.items():
             loader = _loader(ViewDataset(v, targets, test_idx), 64, False, 0)
-            row.append(evaluate(model, nn.Identity(), loader, task, num_classes, device)[metric])
+            value, record = _scored(model, loader, task, device)
+            row.append(value)
+            rec.append(record)
         rows.append(row)
-    return np.array(rows)
+        records.append(rec)
+    return (np.array(rows), records) if items else np.array(rows)
 
 
 def drop_matrix(matrix: np.ndarray) -> np.ndarray:
@@ -273,25 +307,32 @@ def drop_matrix(matrix: np.ndarray) -> np.ndarray:
 
 def corruption_table(models: dict[str, nn.Module], views: dict[str, torch.Tensor], targets: torch.Tensor,
                      test_idx: Sequence[int], task: str, num_classes: int, severity: int = 3, seed: int = 0,
-                     corruptions: Sequence[str] | None = None, device="cpu") -> tuple[np.ndarray, list[str]]:
+                     corruptions: Sequence[str] | None = None, device="cpu", items: bool = False):
     """Metric of each model on its own view corrupted by each corruption (rows: models).
 
-    Corruptions are computed on the CPU (their random draws then do not depend on the device)."""
+    Corruptions are computed on the CPU (their random draws then do not depend on the device).
+
+    Returns:
+        ``(table, names)``, and with ``items=True`` also the per-item records ``[model][corruption]``.
+    """
     from . import corruptions as C
 
     names = list(corruptions or C.CORRUPTIONS)
-    metric = _metric_name(task)
     table = np.zeros((len(models), len(names)))
+    records = []
     for i, (preset, model) in enumerate(models.items()):
         loader = _loader(ViewDataset(views[preset], targets, test_idx), 64, False, 0)
+        rec = []
         for j, name in enumerate(names):
             g = torch.Generator().manual_seed(seed * 1000 + j)
 
             def transform(rgb, name=name, g=g):
                 return C.corrupt(rgb.cpu(), name, severity, generator=g).to(rgb.device)
 
-            table[i, j] = evaluate(model, nn.Identity(), loader, task, num_classes, device, transform=transform)[metric]
-    return table, names
+            table[i, j], record = _scored(model, loader, task, device, transform)
+            rec.append(record)
+        records.append(rec)
+    return (table, names, records) if items else (table, names)
 
 
 def compare_protocols(matrix: np.ndarray, corrupted: np.ndarray, presets: Sequence[str]) -> dict:
@@ -304,9 +345,11 @@ def compare_protocols(matrix: np.ndarray, corrupted: np.ndarray, presets: Sequen
 
     Returns:
         ``mean_drop_faithful`` (mean off-diagonal drop), ``mean_drop_corruption`` (mean of
-        clean diagonal minus corrupted), ``ratio`` (corruption / faithful), the two
+        clean diagonal minus corrupted), ``ratio`` (corruption / faithful; ``None`` when the
+        faithful drop is <= 0, where it is unbounded or meaningless), the two
         rankings' Spearman correlation (a training preset's score under each protocol is its
-        mean metric under that protocol's test conditions), and the preset each would pick.
+        mean metric under that protocol's test conditions; ``None`` when undefined), and the
+        preset each would pick.
     """
     from scipy.stats import spearmanr
 
@@ -321,12 +364,14 @@ def compare_protocols(matrix: np.ndarray, corrupted: np.ndarray, presets: Sequen
     corruption_score = np.asarray(corrupted, float).mean(1)
     mean_faithful = float(drops[off].mean())
     mean_corr = float((diag[:, None] - np.asarray(corrupted, float)).mean())
-    rho = spearmanr(faithful_score, corruption_score).statistic if n > 2 else float("nan")
+    rho = None  # undefined for two presets, or when a protocol scores every preset alike
+    if n > 2 and np.ptp(faithful_score) > 0 and np.ptp(corruption_score) > 0:
+        rho = float(spearmanr(faithful_score, corruption_score).statistic)
     return {
         "mean_drop_faithful": mean_faithful,
         "mean_drop_corruption": mean_corr,
-        "ratio": mean_corr / mean_faithful if mean_faithful > 0 else float("inf"),
-        "spearman_rho": float(rho),
+        "ratio": mean_corr / mean_faithful if mean_faithful > 0 else None,
+        "spearman_rho": rho,
         "pick_faithful": presets[int(np.argmax(faithful_score))],
         "pick_corruption": presets[int(np.argmax(corruption_score))],
         "worst_test_view": presets[int(np.argmax(drops.mean(0)))],
@@ -336,22 +381,65 @@ def compare_protocols(matrix: np.ndarray, corrupted: np.ndarray, presets: Sequen
 # --------------------------------------------------------------------------- the experiment
 
 
+def _plan_jobs(dataset, config: SynthesisConfig, mixed: bool) -> tuple[list[dict], list[str], dict]:
+    """The training jobs (one per unit and model), their labels, and each split's test indices."""
+    from .datasets import stratified_split
+
+    strat = np.asarray(dataset.targets)
+    groups = getattr(dataset, "frames", None)
+    fingerprint = data_fingerprint(dataset, config)
+    jobs, labels, tests = [], [], {}
+    for k in range(config.n_splits):
+        parts = stratified_split(strat, config.fractions, seed=config.seed + k, groups=groups)
+        train_idx, val_idx = parts[0], parts[1]
+        tests[k] = np.asarray(parts[2] if len(parts) > 2 else parts[1])
+        for r in range(config.n_seeds):
+            for preset in [*config.presets, *(["mixed"] if mixed else [])]:
+                jobs.append({"preset": preset, "split": k, "seed_index": r,
+                             "config": train_config(config, preset, k, fingerprint, seed_index=r),
+                             "train": np.asarray(train_idx), "val": np.asarray(val_idx), "test": tests[k]})
+                labels.append(f"{config.dataset} split {k} seed {r} model {preset}")
+    return jobs, labels, tests
+
+
+def _mixed_summary(matrices: list[np.ndarray], mixed_rows: list[np.ndarray]) -> dict:
+    """The mixed-preset model against the single-preset models, from per-unit (T, T) matrices and
+    the mixed model's (T,) row of each unit."""
+    mixed_arr = np.stack(mixed_rows)
+    single_off = np.array([[m[i, j] for i in range(len(m)) for j in range(len(m)) if i != j] for m in matrices])
+    return {
+        "per_test_view": mixed_arr.mean(0).tolist(),
+        "mean": float(mixed_arr.mean()),
+        "single_preset_mean_on_own_view": float(np.mean([np.diag(m).mean() for m in matrices])),
+        "single_preset_mean_off_view": float(single_off.mean()),
+        "single_preset_worst_off_view": float(np.min([m.min() for m in matrices])),
+        "mixed_worst_view": float(mixed_arr.mean(0).min()),
+    }
+
+
 def run_synthesis(dataset, config: SynthesisConfig, cache_dir: str | Path | bool | None = None, progress: bool = True,
-                  mixed: bool = True, workers: int = 0, device="cpu") -> dict:
+                  mixed: bool = True, workers: int = 0, device="cpu", n_boot: int = 2000, boot_seed: int = 0) -> dict:
     """The whole drift-synthesis experiment on one data set.
 
-    Every task model (one per preset and split, plus the mixed-preset model per split) is an
-    independent job: trained (or loaded from the checkpoint cache), then evaluated on every
-    view and under every corruption. Jobs run in parallel worker processes
-    (:func:`drifthelpers.parallel.run_jobs`; ``workers=0`` picks one per core, ``1`` runs
-    them here); each job seeds itself, so the result does not depend on the order. On a GPU
-    (``device="cuda"``) the jobs run one after the other in this process.
+    Every task model (one per preset and unit, plus the mixed-preset model per unit; a unit is
+    one (split, training seed) pair of ``config.units()``) is an independent job: trained (or
+    loaded from the checkpoint cache), then evaluated on every view and under every
+    corruption. Jobs run in parallel worker processes (:func:`drifthelpers.parallel.run_jobs`;
+    ``workers=0`` runs them here on a machine with at most two usable cores and in worker
+    processes above that, ``1`` runs them here); each job seeds itself, so the
+    result does not depend on the order. On a GPU (``device="cuda"``) the jobs run one after
+    the other in this process.
 
-    Returns a JSON-ready dict: presets, per-split and mean/std matrices, drop matrix,
-    corruption table, protocol comparison (per split and on the means), targeted
-    generalisation (mixed-preset model) and caching information.
+    Args:
+        n_boot: bootstrap resamples for the intervals (0: no statistics, only point values).
+        boot_seed: seed of the bootstrap.
+
+    Returns a JSON-ready dict: presets, units, per-unit and mean matrices with the standard
+    deviation across units, drop matrix, corruption tables, protocol comparison (per unit and
+    on the means), targeted generalisation (mixed-preset model), the per-item records
+    (``"items"``), and with ``n_boot > 0`` the ``"statistics"`` and ``"claims"`` of
+    :func:`synthesis_statistics`.
     """
-    from .datasets import stratified_split
     from .parallel import run_jobs
 
     task = config.task
@@ -359,29 +447,17 @@ def run_synthesis(dataset, config: SynthesisConfig, cache_dir: str | Path | bool
     cache = CheckpointCache(cache_dir or default_cache_dir()) if cache_dir is not False else None
     views = render_views(dataset, config.presets, config.image_size, progress=progress, device=device)
     targets = _targets(dataset, config.image_size)
-    strat = np.asarray(dataset.targets)
-    groups = getattr(dataset, "frames", None)
-    fingerprint = data_fingerprint(dataset, config)
-
-    jobs, labels = [], []
-    for k in range(config.n_splits):
-        parts = stratified_split(strat, config.fractions, seed=config.seed + k, groups=groups)
-        train_idx, val_idx = parts[0], parts[1]
-        test_idx = parts[2] if len(parts) > 2 else parts[1]
-        for preset in [*config.presets, *(["mixed"] if mixed else [])]:
-            jobs.append({"preset": preset, "split": k, "config": train_config(config, preset, k, fingerprint),
-                         "train": np.asarray(train_idx), "val": np.asarray(val_idx), "test": np.asarray(test_idx)})
-            labels.append(f"{config.dataset} split {k} model {preset}")
+    jobs, labels, tests = _plan_jobs(dataset, config, mixed)
     shared = {"views": views, "targets": targets, "task": task, "num_classes": num_classes,
               "severity": config.severity, "cache": str(cache.root) if cache is not None else None,
               "device": str(device)}
     done = run_jobs(_synthesis_job, jobs, shared, workers=workers, device=device, labels=labels,
                     desc=f"{config.dataset}: train and test", progress=progress)
 
-    matrices, corr_tables, mixed_rows, comparisons = [], [], [], []
     names = list(done[0]["corruptions"]) if done and "corruptions" in done[0] else []
-    for k in range(config.n_splits):
-        rows = {j["preset"]: r for j, r in zip(jobs, done) if j["split"] == k}
+    matrices, corr_tables, mixed_rows, comparisons, records = [], [], [], [], []
+    for k, r in config.units():
+        rows = {j["preset"]: out for j, out in zip(jobs, done) if (j["split"], j["seed_index"]) == (k, r)}
         m = np.array([rows[p]["row"] for p in config.presets])
         c = np.array([rows[p]["corruption"] for p in config.presets])
         matrices.append(m)
@@ -390,7 +466,11 @@ def run_synthesis(dataset, config: SynthesisConfig, cache_dir: str | Path | bool
             comparisons.append(compare_protocols(m, c, list(config.presets)))
         if mixed:
             mixed_rows.append(np.array(rows["mixed"]["row"]))
-    cached = sum(int(r["cached"]) for r in done)
+        records.append({"split": k, "seed": r, "test_index": tests[k].tolist(),
+                        "targets": targets[tests[k]].tolist() if task == "classification" else None,
+                        "models": [rows[p]["items"] + rows[p]["corruption_items"] for p in config.presets],
+                        "mixed": rows["mixed"]["items"] if mixed else None})
+    cached = sum(int(out["cached"]) for out in done)
 
     mats = np.stack(matrices)
     corr = np.stack(corr_tables)
@@ -401,33 +481,30 @@ def run_synthesis(dataset, config: SynthesisConfig, cache_dir: str | Path | bool
         "config": asdict(config),
         "presets": list(config.presets),
         "corruptions": names,
+        "units": [{"split": k, "seed": r} for k, r in config.units()],
         "matrices": mats.tolist(),
         "matrix_mean": mean_m.tolist(),
         "matrix_std": mats.std(0, ddof=1).tolist() if len(mats) > 1 else np.zeros_like(mean_m).tolist(),
         "drop_mean": drop_matrix(mean_m).tolist(),
         "corruption_tables": corr.tolist(),
         "corruption_mean": mean_c.tolist(),
-        "comparison_per_split": comparisons,
+        "comparison_per_unit": comparisons,
         "comparison": compare_protocols(mean_m, mean_c, list(config.presets)) if len(config.presets) > 1 else {},
         "models_from_cache": cached,
+        "items": {"kind": "predictions" if task == "classification" else "intersection_union",
+                  "num_classes": num_classes, "conditions": list(config.presets) + names, "units": records},
     }
     if mixed:
-        mixed_arr = np.stack(mixed_rows)
-        single_off = np.array([[m[i, j] for i in range(len(m)) for j in range(len(m)) if i != j] for m in matrices])
-        result["mixed"] = {
-            "per_test_view": mixed_arr.mean(0).tolist(),
-            "mean": float(mixed_arr.mean()),
-            "single_preset_mean_on_own_view": float(np.mean([np.diag(m).mean() for m in matrices])),
-            "single_preset_mean_off_view": float(single_off.mean()),
-            "single_preset_worst_off_view": float(np.min([m.min() for m in matrices])),
-            "mixed_worst_view": float(mixed_arr.mean(0).min()),
-        }
+        result["mixed"] = _mixed_summary(matrices, mixed_rows)
+    if n_boot and len(config.presets) > 2:
+        result.update(synthesis_statistics(result, n_boot=n_boot, seed=boot_seed))
     return result
 
 
 def _synthesis_job(job: dict, shared: dict) -> dict:
     """One model of :func:`run_synthesis`: train (or load) it, test it on every view and
-    (single-preset models) under every corruption of its own view. Runs in a worker."""
+    (single-preset models) under every corruption of its own view, keeping per-item records.
+    Runs in a worker."""
     views, targets, task, nc = shared["views"], shared["targets"], shared["task"], shared["num_classes"]
     device = shared.get("device", "cpu")
     cache = CheckpointCache(shared["cache"]) if shared["cache"] else None
@@ -440,13 +517,196 @@ def _synthesis_job(job: dict, shared: dict) -> dict:
         model, meta = train_task_model(ViewDataset(views[preset], targets, job["train"]),
                                        ViewDataset(views[preset], targets, job["val"]), job["config"], nc, cache,
                                        val_every=job["config"].epochs, device=device)
-    out = {"cached": bool(meta["cached"]),
-           "row": cross_evaluate({preset: model}, views, targets, job["test"], task, nc, device)[0].tolist()}
+    row, rec = cross_evaluate({preset: model}, views, targets, job["test"], task, nc, device, items=True)
+    out = {"cached": bool(meta["cached"]), "row": row[0].tolist(), "items": [r.tolist() for r in rec[0]]}
     if preset != "mixed":
-        table, names = corruption_table({preset: model}, views, targets, job["test"], task, nc, shared["severity"],
-                                        seed=split, device=device)
-        out.update(corruption=table[0].tolist(), corruptions=names)
+        # corruption draws depend on the split only: every seed of a split sees the same corrupted items
+        table, names, crec = corruption_table({preset: model}, views, targets, job["test"], task, nc,
+                                              shared["severity"], seed=split, device=device, items=True)
+        out.update(corruption=table[0].tolist(), corruptions=names, corruption_items=[r.tolist() for r in crec[0]])
     return out
+
+
+# --------------------------------------------------------------------------- statistics and claims
+
+#: The paper's drift-synthesis numbers (mean drop under ISP drift, under corruptions, their ratio).
+PAPER_NUMBERS = {"microscopy": (0.024, 0.243), "drone": (0.046, 0.180)}
+
+
+def _claims(dataset: str) -> list:
+    """The paper's drift-synthesis claims for one data set, as decidable :class:`~drifthelpers.stats.Claim`s.
+
+    Equivalence ranges: a drop within ±0.025 (faithful) or ±0.05 (corruptions) of the paper's
+    mean drop, a ratio within a factor 2 of the paper's; "rankings differ" means a rank
+    correlation below 0.5 (the paper's matrices give 0.1-0.2)."""
+    from .stats import Claim
+
+    f, c = PAPER_NUMBERS[dataset]
+    ratio = c / f
+    return [
+        Claim(f"{dataset}: faithful drift less severe than corruptions", "log_ratio", "greater", threshold=0.0,
+              paper=float(np.log(ratio)), text=f"log(corruption drop / faithful drop) > 0 (paper: {c} vs {f})"),
+        Claim(f"{dataset}: drop ratio ~{ratio:.0f}x", "ratio", "within", low=ratio / 2, high=ratio * 2, paper=ratio,
+              text=f"corruption drop / faithful drop within a factor 2 of the paper's {ratio:.1f}"),
+        Claim(f"{dataset}: faithful drop ~{f}", "mean_drop_faithful", "within", low=max(f - 0.025, 0.0),
+              high=f + 0.025, paper=f, text=f"mean drop under ISP drift within ±0.025 of the paper's {f}"),
+        Claim(f"{dataset}: corruption drop ~{c}", "mean_drop_corruption", "within", low=c - 0.05, high=c + 0.05,
+              paper=c, text=f"mean drop under corruptions within ±0.05 of the paper's {c}"),
+        Claim(f"{dataset}: protocols rank models differently", "spearman_rho", "less", threshold=0.5, paper=0.15,
+              text="rank correlation of the two protocols' model rankings < 0.5 (paper: about 0.1-0.2)",
+              gate="friedman"),
+        Claim(f"{dataset}: corruption-based selection costs faithful score", "selection_regret", "greater",
+              threshold=0.0, text="faithful score lost by picking the corruption protocol's model > 0",
+              gate="friedman"),
+    ]
+
+
+PAPER_CLAIMS = {name: _claims(name) for name in PAPER_NUMBERS}
+
+
+def unit_scores(result: dict) -> dict:
+    """Per-unit, per-item scores of a :func:`run_synthesis` result, for the bootstrap.
+
+    Returns:
+        ``{"views": [U x (T, T, I_u)], "corruptions": [U x (T, K, I_u)], "mixed": [U x (T, I_u)]
+        or None, "metric": str}``; a score is 1/0 correctness for a classifier and the
+        per-image IoU (the paper's definition) for a segmenter. Also ``"inter"``/``"union"``
+        (classifier: ``None``) and ``"correct_by_class"`` helpers for pooled IoU and balanced
+        accuracy.
+    """
+    from . import stats
+
+    items = result["items"]
+    T = len(result["presets"])
+    views, corrs, mixed, inter, union = [], [], [], [], []
+    for unit in items["units"]:
+        rec = np.asarray(unit["models"])  # (T, T+K, I) predictions or (T, T+K, 2, I) counts
+        mix = np.asarray(unit["mixed"]) if unit.get("mixed") is not None else None
+        if items["kind"] == "predictions":
+            y = np.asarray(unit["targets"])
+            score, mscore = (rec == y).astype(float), None if mix is None else (mix == y).astype(float)
+        else:
+            score = stats.iou_per_image(rec[..., 0, :], rec[..., 1, :])
+            mscore = None if mix is None else stats.iou_per_image(mix[..., 0, :], mix[..., 1, :])
+            inter.append(rec[:, :T, 0, :].astype(float))
+            union.append(rec[:, :T, 1, :].astype(float))
+        views.append(score[:, :T])
+        corrs.append(score[:, T:])
+        mixed.append(mscore)
+    return {"views": views, "corruptions": corrs, "mixed": None if any(m is None for m in mixed) else mixed,
+            "inter": inter or None, "union": union or None, "metric": result["metric"]}
+
+
+def _own_view_statistics(result: dict, scores: dict, n_boot: int, seed: int) -> dict:
+    """Own-view (diagonal) quality: balanced accuracy (classifier) or pooled IoU (segmenter)."""
+    from . import stats
+
+    T = len(result["presets"])
+    eye = np.arange(T)
+    out = {}
+    if result["items"]["kind"] == "predictions":
+        C = result["items"]["num_classes"]
+        hit, ind = [], []
+        for unit, v in zip(result["items"]["units"], scores["views"]):
+            onehot = (np.asarray(unit["targets"])[None] == np.arange(C)[:, None]).astype(float)  # (C, I)
+            hit.append(v[eye, eye][None] * onehot[:, None])  # (C, T, I)
+            ind.append(onehot[:, None])
+
+        def balanced(m):
+            with np.errstate(invalid="ignore", divide="ignore"):
+                recall = np.where(m["ind"] > 0, m["hit"] / np.where(m["ind"] > 0, m["ind"], 1), np.nan)
+            return np.nanmean(recall, axis=2).mean((1, 2))  # classes, then presets and units
+
+        out["balanced_accuracy_own_view"] = stats.hierarchical_bootstrap({"hit": hit, "ind": ind}, balanced,
+                                                                        n_boot, seed)
+    else:
+        # pooled over each model's test items (a model per unit), then averaged over units and presets
+        pooled = lambda m: np.where(m["union"] > 0, m["inter"] / np.maximum(m["union"], 1e-300), 1.0).mean((1, 2))  # noqa: E731
+        inter = [x[eye, eye] for x in scores["inter"]]
+        union = [x[eye, eye] for x in scores["union"]]
+        out["iou_pooled_own_view"] = stats.hierarchical_bootstrap({"inter": inter, "union": union}, pooled, n_boot,
+                                                                 seed)
+    out[f"{result['metric']}_own_view"] = stats.hierarchical_bootstrap(
+        [v[eye, eye] for v in scores["views"]], lambda m: m.mean((1, 2)), n_boot, seed)
+    return out
+
+
+def synthesis_statistics(result: dict, n_boot: int = 2000, seed: int = 0, alpha: float = 0.05) -> dict:
+    """Intervals for the headline numbers of a :func:`run_synthesis` result, and the verdicts.
+
+    The hierarchical bootstrap (:func:`drifthelpers.stats.protocol_statistics`) resamples the
+    units (split x seed) and then the test items of each unit, an item's scores under every
+    view and corruption moving together. A Friedman test over the training presets (blocks:
+    units) gates every ranking claim: if either protocol's preset scores are not shown to
+    differ, the ranking claims are undecided.
+
+    Returns:
+        ``{"statistics": {name: {value, low, high, n, ...}}, "tests": {...}, "claims": [verdict dicts]}``;
+        ``statistics`` also holds ``cell_mean`` (T x T value/low/high) and ``cell_sd``.
+    """
+    from . import stats
+
+    scores = unit_scores(result)
+    prot = stats.protocol_statistics(scores["views"], scores["corruptions"], n_boot, seed)
+    headline = {k: (v.to_dict() if isinstance(v, stats.Estimate) else v) for k, v in prot.items()}
+    extra = _own_view_statistics(result, scores, n_boot, seed)
+    if scores["mixed"] is not None:
+        T = len(result["presets"])
+        off = ~np.eye(T, dtype=bool)
+        gain = lambda m: m["mixed"].mean((1, 2)) - (m["views"][..., off].mean(-1)).mean(1)  # noqa: E731
+        extra["mixed_minus_single_off_view"] = stats.hierarchical_bootstrap(
+            {"mixed": scores["mixed"], "views": scores["views"]}, gain, n_boot, seed)
+    headline.update({k: v.to_dict() for k, v in extra.items()})
+    T = len(result["presets"])
+    off = ~np.eye(T, dtype=bool)
+    faithful = np.stack([np.where(off, v.mean(-1), 0).sum(1) / (T - 1) for v in scores["views"]])  # (U, T)
+    corrupt = np.stack([c.mean((-1, -2)) for c in scores["corruptions"]])
+    tests = {"friedman_faithful": stats.friedman(faithful, alpha), "friedman_corruption": stats.friedman(corrupt, alpha)}
+    if len(faithful) > 1:
+        tests["reliability_faithful"] = stats.reliability(faithful)
+        tests["reliability_corruption"] = stats.reliability(corrupt)
+    claims = [_judge_claim(c, headline, tests) for c in PAPER_CLAIMS.get(result["dataset"], [])]
+    return {"statistics": headline, "tests": tests, "claims": claims}
+
+
+def _judge_claim(claim, headline: dict, tests: dict) -> dict:
+    """One verdict; ranking claims are gated on both Friedman tests."""
+    from . import stats
+
+    gate, need = None, None
+    if claim.gate == "friedman":
+        f, c = tests["friedman_faithful"], tests["friedman_corruption"]
+        passed = f["rejects"] and c["rejects"]
+        p = lambda t: "undefined" if t["p_value"] is None else f"{t['p_value']:.2g}"  # noqa: E731
+        why = (f"Friedman test over the presets did not reject (p = {p(f)} faithful, {p(c)} corruptions, "
+               f"alpha {f['alpha']}): the presets are not shown to differ, so a ranking is not decided")
+        gate = (passed, why)
+        reps = [tests.get(k, {}).get("repeats_for_target") for k in ("reliability_faithful", "reliability_corruption")]
+        if not passed and all(reps):
+            need = max(reps)
+    verdict = stats.judge(claim, headline[claim.statistic], gate).to_dict()
+    if need is not None:
+        verdict["units_to_decide"] = need
+    return verdict
+
+
+def merge_results(results: Sequence[dict]) -> dict:
+    """Pool the units of several :func:`run_synthesis` results of the same experiment (e.g. a
+    sweep over training seeds) into one result without statistics; pass it to
+    :func:`synthesis_statistics` for intervals over all the units."""
+    if not results:
+        raise ValueError("merge_results needs at least one result")
+    first = results[0]
+    for r in results[1:]:
+        if r["presets"] != first["presets"] or r["corruptions"] != first["corruptions"] or r["metric"] != first["metric"]:
+            raise ValueError("results to merge must have the same presets, corruptions and metric")
+    units = [u for r in results for u in r["items"]["units"]]
+    mats = np.concatenate([np.asarray(r["matrices"]) for r in results])
+    corr = np.concatenate([np.asarray(r["corruption_tables"]) for r in results])
+    return {**{k: first[k] for k in ("dataset", "metric", "config", "presets", "corruptions")},
+            "units": [u for r in results for u in r["units"]], "matrices": mats.tolist(),
+            "matrix_mean": mats.mean(0).tolist(), "corruption_tables": corr.tolist(),
+            "corruption_mean": corr.mean(0).tolist(), "items": {**first["items"], "units": units}}
 
 
 def default_cache_dir() -> Path:
@@ -467,18 +727,20 @@ def data_fingerprint(dataset, config: SynthesisConfig) -> dict:
     return {"n": len(dataset), "intensity": config.intensity, "dataset": config.dataset, "checksum": h.hexdigest()[:16]}
 
 
-def train_config(config: SynthesisConfig, preset: str, split: int, fingerprint: dict) -> TrainConfig:
-    """The :class:`TrainConfig` (and so the cache key) of one model of the experiment."""
+def train_config(config: SynthesisConfig, preset: str, split: int, fingerprint: dict,
+                 seed_index: int = 0) -> TrainConfig:
+    """The :class:`TrainConfig` (and so the cache key) of one model of the experiment: split
+    ``split`` (drawn with ``config.seed + split``), training seed ``config.seed + seed_index``."""
     return TrainConfig(task=config.task, model=config.model, epochs=config.epochs, batch_size=config.batch_size,
-                       lr=config.lr, weight_decay=config.weight_decay, seed=config.seed + split,
+                       lr=config.lr, weight_decay=config.weight_decay, seed=config.seed + seed_index,
                        augment=config.augment, data_model=preset, schedule=config.schedule,
                        extra={"split": split, "fractions": list(config.fractions), "size": config.image_size,
                               **fingerprint})
 
 
 def trained_model(dataset, config: SynthesisConfig, preset: str = "bi,s,ga", split: int = 0,
-                  cache_dir: str | Path | None = None, progress: bool = False):
-    """The task model the synthesis experiment trains for one preset and split.
+                  cache_dir: str | Path | None = None, progress: bool = False, seed_index: int = 0, device="cpu"):
+    """The task model the synthesis experiment trains for one preset, split and training seed.
 
     Loaded from the checkpoint cache when notebook 03 (or an earlier call) trained it
     with the same configuration and data; trained and cached otherwise.
@@ -494,8 +756,7 @@ def trained_model(dataset, config: SynthesisConfig, preset: str = "bi,s,ga", spl
                              groups=getattr(dataset, "frames", None))
     parts = (parts[0], parts[1], parts[2] if len(parts) > 2 else parts[1])
     cache = CheckpointCache(cache_dir or default_cache_dir())
-    tc = train_config(config, preset, split, data_fingerprint(dataset, config))
-    meta = None
+    tc = train_config(config, preset, split, data_fingerprint(dataset, config), seed_index=seed_index)
     from .models import build_task_model
 
     out_classes = num_classes if config.task == "classification" else 1
@@ -503,17 +764,18 @@ def trained_model(dataset, config: SynthesisConfig, preset: str = "bi,s,ga", spl
     meta = cache.load(config_key(tc), {"task": model})
     if meta is not None:
         return model.eval(), {**meta, "cached": True}, parts
-    views = render_views(dataset, [preset], config.image_size, progress=progress)
+    views = render_views(dataset, [preset], config.image_size, progress=progress, device=device)
     targets = _targets(dataset, config.image_size)
     model, meta = train_task_model(ViewDataset(views[preset], targets, parts[0]),
                                    ViewDataset(views[preset], targets, parts[1]), tc, num_classes, cache,
-                                   progress=progress)
-    return model, meta, parts
+                                   progress=progress, device=device)
+    return model.cpu(), meta, parts  # trained on ``device``, returned on the CPU
 
 
 def save_json(result: dict, path: str | Path) -> Path:
-    """Write a result dict as JSON (numbers as floats)."""
+    """Write a result dict as JSON (numbers as floats; atomic replace)."""
+    from .fileio import atomic_write_json
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1, default=float))
-    return path
+    return atomic_write_json(path, result, default=float)

@@ -129,6 +129,7 @@ def test_dissimilarity_grows_as_images_diverge(kind):
     assert values == sorted(values) and values[1] > 1e-5  # penalty grows with the change: right sign
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("distance", ["mse", "ssim"])
 def test_huge_lambda_keeps_the_reference(distance):
     p = cnn_problem(n=2)
@@ -175,6 +176,7 @@ def test_sum_constrained_groups_move():
 # --------------------------------------------------------------------------- finding the parameter
 
 
+@pytest.mark.slow
 def test_search_finds_the_parameter_the_model_depends_on():
     p = ratio_problem()
     results = {g: fx.gradient_search(p, g, lam=0.0, steps=12, step_fraction=0.05) for g in fx.GROUPS}
@@ -202,6 +204,7 @@ def test_random_search_spends_exactly_its_budget():
     assert g.evaluations == len(g.trace) == 5
 
 
+@pytest.mark.slow
 def test_searches_are_deterministic():
     p = cnn_problem(n=4)
     a = fx.random_search(p, "all", evaluations=5, seed=11)
@@ -307,3 +310,22 @@ def test_cli_runs_the_envelope_for_a_checkpoint(tmp_path, capsys):
     spec = json.loads(out.read_text())
     assert "Operating envelope" in printed and "gamma" in spec["parameters"]
     assert spec["n_images"] > 0 and spec["source"]["checkpoint"] == str(ckpt)
+
+
+def test_item_scores_and_harm_with_an_interval_over_images():
+    problem = ratio_problem()
+    assert fx.item_scores(problem).tolist() == [1.0, 1.0, 1.0, 1.0]  # the reference classifies every image
+    state = {k: v.clone() for k, v in problem.reference_state.items()}
+    state["gamma"] = torch.full_like(state["gamma"], 2.9)  # past the flip points of images 0 and 1 only
+    assert fx.item_scores(problem, state).tolist() == [0.0, 0.0, 1.0, 1.0]
+    assert torch.equal(problem.data_model.gamma.detach(), problem.reference_state["gamma"])  # left at the reference
+    drops = fx.harm_statistics(problem, {"gamma": state, "reference": problem.reference_state}, n_boot=300)
+    g = drops["gamma"]
+    assert g["value"] == pytest.approx(0.5) and 0.0 <= g["low"] <= 0.5 <= g["high"] <= 1.0
+    assert g["n"] == {"units": 1, "items": 4, "resamples": 300}
+    assert drops["reference"]["value"] == 0.0 and drops["reference"]["high"] == 0.0
+    verdicts = {v["claim"]: v for v in fx.judge_claims(drops)}
+    assert set(verdicts) == {"microscopy forensics: gamma alone does no real harm"}
+    # four images: the interval spans most of [0, 1], across the ±0.05 range of "no real harm"
+    v = verdicts["microscopy forensics: gamma alone does no real harm"]
+    assert v["verdict"] == "undecided" and "edge" in v["rule"] and v["units_to_decide"] > 4
