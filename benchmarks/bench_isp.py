@@ -3,7 +3,7 @@
 Prints megapixels per second (MP/s) for
 
   (a) the twelve static presets of ``drifthelpers.isp``, one call per batch, as rendered by
-      default (float32 on the CPU: the fused kernels of ``drifthelpers.fastisp``), and
+      default (float32 on the CPU: the fused kernels of ``drifthelpers.isp.fastisp``), and
       (a') the same with those kernels switched off (the eager torch path);
   (b) the same stages in NumPy/SciPy with colour-demosaicing, image by image, the way the
       paper's public code rendered its views (``tests/isp_reference.py``);
@@ -36,7 +36,8 @@ sys.path.insert(0, str(ROOT / "tests"))  # the NumPy reference lives with the te
 
 import isp_reference  # noqa: E402
 
-from drifthelpers import fastisp, isp  # noqa: E402
+from drifthelpers import isp  # noqa: E402
+from drifthelpers.isp import fastisp  # noqa: E402
 
 CANON = ROOT.parent / "shared" / "testdata" / "raw" / "canon_powershot_g2_CRW_0304.CRW"
 

@@ -1,8 +1,8 @@
-"""Command line: ``python -m drifthelpers {info,run,sweep,data,forensics,render,student} ...``.
+"""Command line: ``python -m drifthelpers {info,run,sweep,data,forensics,render,student,book} ...``.
 
-Building the parser imports neither torch nor numba (every option, those of
-``forensics`` included, is defined here); sub-commands import what they need when
-they run, so ``--help`` and ``--version`` answer at once.
+Building the parser imports neither torch nor numba (the options are defined here and,
+for ``forensics``, in :mod:`drifthelpers.cli_forensics`, which imports no torch either);
+sub-commands import what they need when they run, so ``--help`` and ``--version`` answer at once.
 
 Exit status: 0 success; 1 a notebook or sweep job failed; 2 an error the user can fix
 (bad file, bad parameter, missing data, an existing output, a file-system error such
@@ -14,6 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+
+from .cli_forensics import add_arguments as add_forensics_arguments
+from .profiles import NAMES as PROFILE_NAMES
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -171,7 +174,8 @@ def _cmd_data(args) -> int:
 
 
 def _cmd_data_standin(args) -> int:
-    from . import datasets, dataverify
+    from . import datasets
+    from .datasets import verify as dataverify
 
     custom = [f"--{k.replace('_', '-')}" for k in ("size", "n_microscopy", "n_drone", "min_per_class")
               if getattr(args, k) is not None]
@@ -194,7 +198,8 @@ def _data_kind(value: str) -> str:
 
 
 def _cmd_data_verify(args) -> int:
-    from . import datasets, dataverify
+    from . import datasets
+    from .datasets import verify as dataverify
 
     root = args.root or datasets.data_root() / "zenodo"
     status = 0
@@ -237,8 +242,14 @@ def _cmd_student(args) -> int:
     return 0
 
 
+def _cmd_book(args) -> int:
+    from .book import run_cli
+
+    return run_cli(args)
+
+
 def _cmd_forensics(args) -> int:
-    from .forensics import run_cli
+    from .cli_forensics import run_cli
 
     return run_cli(args)
 
@@ -252,37 +263,6 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
     return value
-
-
-def add_forensics_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The ``forensics`` command's options (defined here so that ``--help`` needs no torch)."""
-    parser.add_argument("--dataset", default="microscopy", choices=("microscopy", "drone"),
-                        help="data set (default microscopy)")
-    parser.add_argument("--profile", default="quick", choices=("quick", "paper"),
-                        help="training profile of the task model, as in notebook 03 (default quick)")
-    parser.add_argument("--preset", default="bi,s,ga",
-                        help="static view the task model was trained on; must be <bi|ma|me>,s,ga (default bi,s,ga)")
-    parser.add_argument("--split", type=int, default=0, help="split index (default 0)")
-    parser.add_argument("--subset", default="test", choices=("test", "val", "val+test"),
-                        help="images the envelope is measured on (default test)")
-    parser.add_argument("--intensity", type=float, default=1.0, help="light level of the raw data (default 1.0)")
-    parser.add_argument("--source", default="mini", choices=("mini", "zenodo"),
-                        help="mini data sets (generated offline) or the downloaded Zenodo release (default mini)")
-    parser.add_argument("--data-root", help="data folder (default: <repo>/data or $DRIFTHELPERS_DATA)")
-    parser.add_argument("--cache-dir", help="checkpoint cache (default: <data root>/cache/checkpoints)")
-    parser.add_argument("--checkpoint", help="a task-model state dict (torch.save) to use instead of the cache")
-    parser.add_argument("--train", action="store_true", help="train the task model when it is not in the cache")
-    parser.add_argument("--tolerance", type=float, default=0.05,
-                        help="allowed drop of the metric below the reference (default 0.05)")
-    parser.add_argument("--points", type=int, default=8, help="grid points per side and axis (default 8)")
-    parser.add_argument("--refine", type=int, default=4, help="bisection steps at each edge (default 4)")
-    parser.add_argument("--search-steps", type=int, default=0,
-                        help="also search each group (this many evaluations) and add paths toward the most "
-                             "harmful settings found (default 0 = fixed axes only)")
-    parser.add_argument("--lam", type=float, default=0.0, help="λ of those searches (default 0)")
-    parser.add_argument("-o", "--output", default="envelope.json", help="JSON specification (default envelope.json)")
-    parser.add_argument("--json", action="store_true", help="print the JSON specification instead of the table")
-    return parser
 
 
 def _add_data_parser(sub) -> None:
@@ -319,6 +299,47 @@ def _add_data_parser(sub) -> None:
     q.set_defaults(func=_cmd_data)
 
 
+def _add_sweep_parser(sub) -> None:
+    """The ``sweep`` command."""
+    p = sub.add_parser(
+        "sweep",
+        help="run a grid of parameter values as parallel notebook jobs (local processes or Dask)",
+        description="Every point of the grid runs the selected notebooks once, as an independent job; "
+        "the jobs' JSON results are collected into runs/<name>/results.csv (and .md, .json).",
+    )
+    p.add_argument("notebooks", nargs="*", help="notebooks each job runs (e.g. 03); all by default")
+    p.add_argument("-g", "--grid", action="append", metavar="NAME=V1,V2",
+                   help="a swept parameter and its values (repeat for a product grid)")
+    p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                   help="a parameter fixed for every job")
+    p.add_argument("--profile", default="quick", choices=PROFILE_NAMES, help="parameter profile")
+    p.add_argument("--name",
+                   help="sweep folder name, a plain name that must not exist yet (default: sweep-<timestamp>)")
+    p.add_argument("--runs-dir", help="folder for runs (default: <repo>/runs)")
+    p.add_argument("--notebook-dir", help="folder of notebooks (default: <repo>/notebooks)")
+    p.add_argument("--engine", default="local", choices=("local", "dask"),
+                   help="local worker processes (default) or Dask.distributed")
+    p.add_argument("--address", help="Dask scheduler address (tcp://host:8786); default: a LocalCluster")
+    p.add_argument("--workers", type=_positive_int, help="parallel jobs (default: min(jobs, CPU cores))")
+    p.add_argument("--threads-per-job", type=_positive_int, help="math threads per job (default: cores / workers)")
+    p.add_argument("--columns", action="append", metavar="PATTERN",
+                   help="glob of result columns to show in results.md (e.g. '03/*ratio*')")
+    p.add_argument("--rerun-failed", metavar="SWEEP_DIR",
+                   help="run again, alone, the failed or unfinished jobs of an earlier sweep")
+    p.set_defaults(func=_cmd_sweep)
+
+
+def _add_run_options(p: argparse.ArgumentParser, notebooks_help: str) -> None:
+    """The options of a notebook run, shared by ``run`` and ``book``."""
+    p.add_argument("notebooks", nargs="*", help=notebooks_help)
+    p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"), help="parameter override")
+    p.add_argument("--profile", default="quick", choices=PROFILE_NAMES, help="parameter profile")
+    p.add_argument("--name", help="run folder name, a plain name that must not exist yet (default: a timestamp)")
+    p.add_argument("--runs-dir", help="folder for runs (default: <repo>/runs)")
+    p.add_argument("--notebook-dir", help="folder of notebooks to run (default: <repo>/notebooks)")
+    p.add_argument("--no-progress", action="store_true", help="no per-cell progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -335,41 +356,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("run", help="execute the notebooks headless with papermill")
-    p.add_argument("notebooks", nargs="*", help="a selection (e.g. 01 02); all by default")
-    p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"), help="parameter override")
-    p.add_argument("--profile", default="quick", choices=("quick", "paper"), help="parameter profile")
-    p.add_argument("--name", help="run folder name, a plain name that must not exist yet (default: a timestamp)")
-    p.add_argument("--runs-dir", help="folder for runs (default: <repo>/runs)")
-    p.add_argument("--notebook-dir", help="folder of notebooks to run (default: <repo>/notebooks)")
-    p.add_argument("--no-progress", action="store_true", help="no per-cell progress bar")
+    _add_run_options(p, "a selection (e.g. 01 02); all by default")
     p.set_defaults(func=_cmd_run)
 
-    p = sub.add_parser(
-        "sweep",
-        help="run a grid of parameter values as parallel notebook jobs (local processes or Dask)",
-        description="Every point of the grid runs the selected notebooks once, as an independent job; "
-        "the jobs' JSON results are collected into runs/<name>/results.csv (and .md, .json).",
-    )
-    p.add_argument("notebooks", nargs="*", help="notebooks each job runs (e.g. 03); all by default")
-    p.add_argument("-g", "--grid", action="append", metavar="NAME=V1,V2",
-                   help="a swept parameter and its values (repeat for a product grid)")
-    p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
-                   help="a parameter fixed for every job")
-    p.add_argument("--profile", default="quick", choices=("quick", "paper"), help="parameter profile")
-    p.add_argument("--name",
-                   help="sweep folder name, a plain name that must not exist yet (default: sweep-<timestamp>)")
-    p.add_argument("--runs-dir", help="folder for runs (default: <repo>/runs)")
-    p.add_argument("--notebook-dir", help="folder of notebooks (default: <repo>/notebooks)")
-    p.add_argument("--engine", default="local", choices=("local", "dask"),
-                   help="local worker processes (default) or Dask.distributed")
-    p.add_argument("--address", help="Dask scheduler address (tcp://host:8786); default: a LocalCluster")
-    p.add_argument("--workers", type=_positive_int, help="parallel jobs (default: min(jobs, CPU cores))")
-    p.add_argument("--threads-per-job", type=_positive_int, help="math threads per job (default: cores / workers)")
-    p.add_argument("--columns", action="append", metavar="PATTERN",
-                   help="glob of result columns to show in results.md (e.g. '03/*ratio*')")
-    p.add_argument("--rerun-failed", metavar="SWEEP_DIR",
-                   help="run again, alone, the failed or unfinished jobs of an earlier sweep")
-    p.set_defaults(func=_cmd_sweep)
+    _add_sweep_parser(sub)
 
     _add_data_parser(sub)
 
@@ -392,6 +382,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--notebook-dir", help="folder of notebooks (default: <repo>/notebooks)")
     p.add_argument("--force", action="store_true", help="replace student notebooks already in OUT_DIR")
     p.set_defaults(func=_cmd_student)
+
+    p = sub.add_parser("book", help="build a static HTML book of the executed notebooks (runs them unless --from)")
+    _add_run_options(p, "notebooks to run for the book (e.g. 01 02); all by default")
+    p.add_argument("--from", dest="from_run", metavar="RUN_DIR",
+                   help="build from this run folder's executed notebooks; runs nothing")
+    p.add_argument("--out", metavar="DIR", help="book folder (default: <repo>/build/book; an earlier book is replaced)")
+    p.set_defaults(func=_cmd_book)
     return parser
 
 

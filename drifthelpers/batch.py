@@ -5,7 +5,9 @@ in ``notebooks/`` (or a selection) runs in file-name order, with parameters
 checked before anything runs, into ``runs/<name or timestamp>/``. Each
 notebook receives ``output_dir`` (its own folder inside the run) when it
 declares that parameter, and writes its key numbers there as JSON; the run
-collects them into ``summary.json`` and ``summary.md``.
+collects them into ``summary.json`` and ``summary.md`` (headline values, package
+versions, git commit), and writes every figure of each executed notebook as PNG and
+SVG files into ``<run>/<notebook>/figures/`` (see :mod:`drifthelpers.runreport`).
 
 A failing notebook is named with the cell that failed; the partially executed
 notebook is kept, the remaining notebooks are skipped, and the command exits
@@ -28,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .fileio import atomic_write_json, atomic_write_text
+from .profiles import NAMES as PROFILES
+from .runreport import environment, export_figures, write_summary_markdown
 
 __all__ = [
     "NOTEBOOK_DIR",
@@ -47,7 +51,6 @@ __all__ = [
 ]
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
-PROFILES = ("quick", "paper")
 
 
 class ParameterError(ValueError):
@@ -78,6 +81,7 @@ class NotebookResult:
     seconds: float
     status: str
     results: dict = field(default_factory=dict)
+    figures: dict = field(default_factory=dict)
 
 
 def list_notebooks(notebook_dir: str | os.PathLike | None = None, select: list[str] | None = None) -> list[Path]:
@@ -170,6 +174,8 @@ def _coerce(name: str, value, spec: dict, notebook: str):
             raw = ast.literal_eval(value)
         except (ValueError, SyntaxError, MemoryError, RecursionError):
             raw = value  # a bare word is a string
+        if isinstance(default, bool) and value.strip().lower() in ("true", "false"):
+            raw = value.strip().lower() == "true"  # the shell's spelling, as in `-p allow_cpu true`
     if default is None or _same_kind(raw, default):
         _check_value(name, raw, notebook)
         return raw
@@ -330,6 +336,7 @@ def run_notebooks(
     typed = typed_parameters(notebooks, per_nb, overrides)
     base = Path(runs_dir) if runs_dir else NOTEBOOK_DIR.parent / "runs"
     run_dir = make_run_dir(base, run_name).resolve()  # absolute: kernels run in the notebook folder
+    repo = notebooks[0].parent
 
     results: list[NotebookResult] = []
     current, start = notebooks[0], time.perf_counter()
@@ -346,26 +353,34 @@ def run_notebooks(
     except KeyboardInterrupt:
         results.append(NotebookResult(current.name, run_dir / current.name, time.perf_counter() - start,
                                       "interrupted"))
-        _write_summary(run_dir, results, profile, typed, interrupted=True)
+        _write_summary(run_dir, results, profile, typed, interrupted=True, repo=repo)
         raise RunInterrupted(run_dir) from None
     except NotebookFailed:
         results.append(NotebookResult(current.name, run_dir / current.name, time.perf_counter() - start, "failed"))
-        _write_summary(run_dir, results, profile, typed)
+        _write_summary(run_dir, results, profile, typed, repo=repo)
         raise
-    _write_summary(run_dir, results, profile, typed)
+    _write_summary(run_dir, results, profile, typed, repo=repo)
     return results
+
+
+#: Options given to an IPython kernel: matplotlib's inline figures as PNG and as SVG.
+KERNEL_OPTIONS = ("--InlineBackend.figure_formats=png", "--InlineBackend.figure_formats=svg")
 
 
 def _kernel_manager(log_path: Path) -> type:
     """A Jupyter kernel manager whose kernel writes its own stderr to ``log_path``.
 
     The kernel's log lines (and its complaints while it is shut down on Ctrl-C) then
-    stay in the run folder instead of interleaving with the command's messages.
+    stay in the run folder instead of interleaving with the command's messages. An
+    IPython kernel also gets :data:`KERNEL_OPTIONS`, so that every figure reaches the
+    executed notebook in both formats (the notebooks themselves stay unchanged).
     """
     from jupyter_client.manager import AsyncKernelManager
 
     class _LoggedKernelManager(AsyncKernelManager):
         async def _async_launch_kernel(self, kernel_cmd, **kw):
+            if any("ipykernel" in str(part) for part in kernel_cmd):
+                kernel_cmd = [*kernel_cmd, *KERNEL_OPTIONS]
             with open(log_path, "ab") as fh:
                 kw["stderr"] = fh
                 await super()._async_launch_kernel(kernel_cmd, **kw)
@@ -376,7 +391,8 @@ def _kernel_manager(log_path: Path) -> type:
 def _run_one(pm, nb: Path, run_dir: Path, params: dict, progress: bool, kernel_name: str | None) -> NotebookResult:
     """Execute one notebook into ``run_dir`` and collect the JSON files of its output folder.
 
-    The kernel's own stderr goes to ``<run>/kernel.log``.
+    The kernel's own stderr goes to ``<run>/kernel.log``; the notebook's figures go to
+    ``<run>/<notebook>/figures/`` as PNG and SVG files.
     """
     out_dir = run_dir / nb.stem
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -405,7 +421,10 @@ def _run_one(pm, nb: Path, run_dir: Path, params: dict, progress: bool, kernel_n
             collected[jf.stem] = json.loads(jf.read_text())
         except json.JSONDecodeError:
             collected[jf.stem] = {"error": f"{jf.name} is not valid JSON"}
-    return NotebookResult(nb.name, out_nb, seconds, "ok", collected)
+    files = export_figures(out_nb, out_dir / "figures")
+    figures = {"folder": f"{nb.stem}/figures", "figures": files.figures, "png": len(files.png),
+               "svg": len(files.svg)}
+    return NotebookResult(nb.name, out_nb, seconds, "ok", collected, figures)
 
 
 def typed_parameters(notebooks: list[Path], per_nb: dict[str, dict], overrides: dict) -> dict:
@@ -427,8 +446,12 @@ def _say(message: str) -> None:
 
 
 def _write_summary(run_dir: Path, results: list[NotebookResult], profile: str, parameters: dict,
-                   interrupted: bool = False) -> None:
-    """``summary.json`` (typed parameter values) and ``summary.md``, each written atomically."""
+                   interrupted: bool = False, repo: Path | None = None) -> None:
+    """``summary.json`` (typed parameter values) and ``summary.md``, each written atomically.
+
+    Both record the package versions and the git state of the repository that holds
+    the notebooks (``"unknown"`` without git).
+    """
     summary = {
         "profile": profile,
         "parameters": dict(parameters),
@@ -442,20 +465,14 @@ def _write_summary(run_dir: Path, results: list[NotebookResult], profile: str, p
                 "seconds": round(r.seconds, 2),
                 "output": str(r.output),
                 "results": r.results,
+                "figures": r.figures,
             }
             for r in results
         ],
+        "environment": environment(repo or NOTEBOOK_DIR.parent),
     }
     atomic_write_json(run_dir / "summary.json", summary, indent=2, default=str)
-    title = f"# Run {run_dir.name} (profile: {profile})"
-    lines = [title + (" - INTERRUPTED" if interrupted else ""), ""]
-    if interrupted:
-        lines += ["Interrupted (Ctrl-C): the notebooks below are all that ran; the last one did not finish.", ""]
-    lines += ["| notebook | status | seconds | results |", "|---|---|---|---|"]
-    for r in results:
-        keys = ", ".join(sorted(r.results)) or "-"
-        lines.append(f"| {r.notebook} | {r.status} | {r.seconds:.1f} | {keys} |")
-    atomic_write_text(run_dir / "summary.md", "\n".join(lines) + "\n")
+    write_summary_markdown(run_dir, summary)
 
 
 # --------------------------------------------------------------------------- notebook hygiene

@@ -254,7 +254,7 @@ def table_for_fidelity(fidelity: str) -> str:
         >>> table_for_fidelity("raw2logit")
         'cifar10_c'
     """
-    from drifthelpers.isp_raw2logit import check_fidelity
+    from .isp.raw2logit import check_fidelity
 
     return {"corrected": "imagenet_c", "raw2logit": "cifar10_c"}[check_fidelity(fidelity)]
 

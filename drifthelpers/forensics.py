@@ -26,7 +26,8 @@ The *operating envelope* answers the practical question "how far may each stage 
 the model suffers?": one parameter (or one 1-D path through a kernel or matrix) at a time,
 others at the reference, the contiguous range around the reference value in which the metric
 stays within a tolerance of the reference metric. It is written as a JSON specification and
-printed as a table (``python -m drifthelpers forensics``, see :func:`cli_main`).
+printed as a table (:mod:`drifthelpers.envelope`; ``python -m drifthelpers forensics``,
+:mod:`drifthelpers.cli_forensics`).
 
 Example:
     >>> problem = ForensicsProblem(data_model, task_model, raw, labels, image_size=64)  # doctest: +SKIP
@@ -36,22 +37,23 @@ Example:
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .claims import FORENSICS_CLAIMS, judge_forensics
+from .envelope import EnvelopeAxis, envelope_axes, envelope_table, operating_envelope, plot_envelope
+
 __all__ = [
     "GROUPS",
+    "PUBLIC_LAMBDAS",
     "ForensicsProblem",
     "SearchResult",
     "dissimilarity",
@@ -75,14 +77,13 @@ __all__ = [
     "plot_search_budget",
     "plot_harm_vs_change",
     "plot_envelope",
-    "add_arguments",
-    "run_cli",
-    "cli_main",
 ]
 
 #: The parameter groups of the data model searched one at a time (the paper's figure order).
 GROUPS: tuple[str, ...] = ("black_level", "white_balance", "colour_matrix", "gamma", "sharpen", "denoise")
 ALL = "all"
+#: The λ grid of the paper's public code (with its ``"sse"`` closeness term; see :func:`dissimilarity`).
+PUBLIC_LAMBDAS: tuple[float, ...] = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
 
 State = dict  # parameter name -> tensor copy
 
@@ -115,7 +116,8 @@ def dissimilarity(rgb: Tensor, rgb_ref: Tensor, kind: str = "mse") -> Tensor:
         kind: ``"mse"`` (mean squared RGB difference over all pixels and channels) or
             ``"ssim"`` (``1 − mean SSIM``, 11x11 Gaussian window, via :func:`kornia.metrics.ssim`;
             in [0, 2], 0 for identical images). Both are *dissimilarities*, to be subtracted
-            from the objective with a positive λ.
+            from the objective with a positive λ. ``"sse"``: the sum of squares over the whole
+            batch, the public code's closeness term (its λ scale: :data:`PUBLIC_LAMBDAS`).
 
     Returns:
         A scalar tensor (differentiable w.r.t. ``rgb``).
@@ -130,12 +132,14 @@ def dissimilarity(rgb: Tensor, rgb_ref: Tensor, kind: str = "mse") -> Tensor:
                          f"{tuple(rgb_ref.shape)}")
     if kind == "mse":
         return (rgb - rgb_ref).square().mean()
+    if kind == "sse":
+        return (rgb - rgb_ref).square().sum()
     if kind == "ssim":
         import kornia
 
         window = min(11, rgb.shape[-1] // 2 * 2 - 1, rgb.shape[-2] // 2 * 2 - 1)
         return 1.0 - kornia.metrics.ssim(rgb, rgb_ref, window_size=window).mean()
-    raise ValueError(f"distance must be 'mse' or 'ssim', got {kind!r}")
+    raise ValueError(f"distance must be 'mse', 'sse' or 'ssim', got {kind!r}")
 
 
 class ForensicsProblem:
@@ -699,275 +703,10 @@ def harm_statistics(problem: ForensicsProblem, states: dict[str, State], n_boot:
             for label, st in states.items()}
 
 
-def _claims() -> list:
-    from .stats import Claim
-
-    out = [
-        Claim("microscopy forensics: black level alone is harmful", "black_level", "greater", threshold=0.0,
-              paper=0.29, text="accuracy drop at the most harmful black level > 0 (paper: 87 % -> 55-61 %)"),
-        Claim("microscopy forensics: denoising kernel alone is harmful", "denoise", "greater", threshold=0.0,
-              paper=0.20, text="accuracy drop at the most harmful denoising kernel > 0 (paper: 87 % -> 67 %)"),
-        Claim("microscopy forensics: all parameters together are harmful", "all", "greater", threshold=0.0,
-              paper=0.41, text="accuracy drop with every group searched > 0 (paper: 87 % -> 46 % at moderate λ)"),
-    ]
-    for group in ("white_balance", "colour_matrix", "gamma", "sharpen"):
-        out.append(Claim(f"microscopy forensics: {group} alone does no real harm", group, "within", low=-0.05,
-                         high=0.05, paper=0.0, text=f"accuracy drop at the most harmful {group} within ±0.05 "
-                         "(paper: no real drop)"))
-    return out
-
-
 #: The paper's drift-forensics claims (Raw-Microscopy), judged on the drop of each group's most
-#: harmful configuration; "no real harm" is taken as a drop within ±0.05.
-PAPER_CLAIMS = _claims()
-
-
-def judge_claims(drops: dict[str, dict]) -> list[dict]:
-    """Verdicts of :data:`PAPER_CLAIMS` on the drops of :func:`harm_statistics` (claims whose group is absent are skipped)."""
-    from . import stats
-
-    return [stats.judge(c, drops[c.statistic]).to_dict() for c in PAPER_CLAIMS if c.statistic in drops]
-
-
-# --------------------------------------------------------------------------- the operating envelope
-
-
-@dataclass
-class EnvelopeAxis:
-    """One direction in which the data model may drift, as a scalar value.
-
-    Attributes:
-        name: e.g. ``"gamma"``, ``"wb_gain_r"``, ``"path:denoise"``.
-        group: the data-model group it changes.
-        meaning, unit: what the value is (written into the specification).
-        reference: the value at the reference data model.
-        lower, upper: the range swept (inside the physical bounds).
-        apply: ``apply(data_model, value)`` sets the group's parameters for a value (others
-            stay at the reference); :func:`operating_envelope` projects afterwards.
-        scale: optional factor to report the value in a second unit (black level in DN).
-    """
-
-    name: str
-    group: str
-    meaning: str
-    unit: str
-    reference: float
-    lower: float
-    upper: float
-    apply: Callable[[nn.Module, float], None]
-    scale: tuple[str, float] | None = None
-
-
-def _gaussian5(sigma: float, like: Tensor) -> Tensor:
-    r = torch.arange(-2, 3, dtype=torch.float64)
-    g = torch.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * max(sigma, 1e-3) ** 2))
-    return (g / g.sum()).to(like)
-
-
-def envelope_axes(data_model: nn.Module, harmful: dict[str, State] | None = None) -> list[EnvelopeAxis]:
-    """The default axes of the operating envelope, and paths toward harmful settings.
-
-    Scalar axes (others at the reference): ``black_level`` (a common shift of the four sites,
-    as a fraction of the white level), ``wb_gain_r/g/b``, ``gamma``; 1-D families for the
-    matrices and kernels: ``ccm_strength`` s in ``D + s·(M − D)`` with D the diagonal of the
-    row sums (0 = no colour correction, 1 = reference), ``sharpen_amount`` a in
-    ``δ + a·(K − δ)`` (0 = no sharpening), ``denoise_sigma`` (σ of the 5x5 Gaussian, 0.5 =
-    reference). With ``harmful`` (group → configuration, e.g. the most harmful found by a
-    search) also ``path:<group>``: t in ``θ_ref + t·(θ_harmful − θ_ref)``, t ∈ [0, 1].
-    """
-    ref = _snapshot(data_model)
-    bounds = data_model.bounds()
-    axes: list[EnvelopeAxis] = []
-
-    bl = ref["black_level"].double()
-    b_lo, b_hi = bounds["black_level"]["lower"], bounds["black_level"]["upper"]
-    mean_bl = float(bl.mean())
-
-    def set_black(dm, v, bl=bl, mean_bl=mean_bl):
-        dm.black_level.copy_((bl + (v - mean_bl)).to(dm.black_level))
-
-    axes.append(EnvelopeAxis("black_level", "black_level", "black level (common shift of the 4 CFA sites)",
-                             "fraction of white level", mean_bl, b_lo + mean_bl - float(bl.min()),
-                             b_hi - (float(bl.max()) - mean_bl), set_black,
-                             scale=("DN", float(data_model.white_level))))
-    wb = ref["white_balance"]
-    w_lo, w_hi = bounds["white_balance"]["lower"], bounds["white_balance"]["upper"]
-    for i, c in enumerate("rgb"):
-        def set_gain(dm, v, i=i):
-            dm.white_balance[i] = v
-
-        axes.append(EnvelopeAxis(f"wb_gain_{c}", "white_balance", f"white-balance gain of the {'RGB'[i]} channel",
-                                 "gain", float(wb[i]), w_lo, w_hi, set_gain))
-
-    m = ref["colour_matrix"].double()
-    d = torch.diag(m.sum(1))
-    dev = m - d
-    c_lo, c_hi = bounds["colour_matrix"]["lower"], bounds["colour_matrix"]["upper"]
-    s_max = 4.0
-    for s_try in np.linspace(4.0, 1.0, 61):
-        if float((d + s_try * dev).min()) >= c_lo and float((d + s_try * dev).max()) <= c_hi:
-            s_max = float(s_try)
-            break
-
-    def set_ccm(dm, v, d=d, dev=dev):
-        dm.colour_matrix.copy_((d + v * dev).to(dm.colour_matrix))
-
-    axes.append(EnvelopeAxis("ccm_strength", "colour_matrix", "colour-correction strength s in D + s(M - D)",
-                             "x reference", 1.0, 0.0, s_max, set_ccm))
-
-    k = ref["sharpen"].double()
-    delta = torch.zeros(3, 3, dtype=torch.float64)
-    delta[1, 1] = 1.0
-    kd = k - delta
-    k_lo, k_hi = bounds["sharpen"]["lower"], bounds["sharpen"]["upper"]
-    a_max = min([(k_hi - float(delta[i, j])) / float(kd[i, j]) if kd[i, j] > 0 else
-                 (k_lo - float(delta[i, j])) / float(kd[i, j]) for i in range(3) for j in range(3) if kd[i, j] != 0]
-                or [4.0])
-
-    def set_sharpen(dm, v, delta=delta, kd=kd):
-        dm.sharpen.copy_((delta + v * kd).to(dm.sharpen))
-
-    axes.append(EnvelopeAxis("sharpen_amount", "sharpen", "sharpening amount a in delta + a(K - delta)",
-                             "x reference", 1.0, 0.0, float(min(a_max, 4.0)), set_sharpen))
-
-    def set_sigma(dm, v):
-        dm.denoise.copy_(_gaussian5(v, dm.denoise))
-
-    axes.append(EnvelopeAxis("denoise_sigma", "denoise", "sigma of the 5x5 Gaussian denoising kernel", "pixels",
-                             0.5, 0.05, 3.0, set_sigma))
-    g_lo, g_hi = bounds["gamma"]["lower"], bounds["gamma"]["upper"]
-
-    def set_gamma(dm, v):
-        dm.gamma.fill_(v)
-
-    axes.append(EnvelopeAxis("gamma", "gamma", "gamma of the encoding x^(1/gamma)", "", float(ref["gamma"]),
-                             g_lo, g_hi, set_gamma))
-
-    for group, state in (harmful or {}).items():
-        if group not in ref:
-            continue
-        start, end = ref[group].double(), state[group].double()
-        if torch.equal(start, end):
-            continue
-
-        def set_path(dm, t, group=group, start=start, end=end):
-            p = getattr(dm, group)
-            p.copy_((start + t * (end - start)).to(p))
-
-        axes.append(EnvelopeAxis(f"path:{group}", group, f"fraction of the way to the most harmful {group} found",
-                                 "fraction", 0.0, 0.0, 1.0, set_path))
-    return axes
-
-
-def _sweep_side(problem, axis, floor, distance_max, sign, points, refine, min_fraction):
-    """Walk away from the reference on one side; return (edge value, failed, evaluated points)."""
-    dm = problem.data_model
-    seen = []
-
-    def ok_at(v):
-        problem.reset()
-        with torch.no_grad():
-            axis.apply(dm, v)
-            dm.project_()
-        metric = problem.evaluate()["metric"]
-        seen.append((v, metric))
-        return metric >= floor
-
-    if distance_max <= 0:
-        return axis.reference, False, seen
-    fractions = np.geomspace(min_fraction, 1.0, points)
-    last_ok, first_bad = 0.0, None
-    for f in fractions:
-        if ok_at(axis.reference + sign * f * distance_max):
-            last_ok = f
-        else:
-            first_bad = f
-            break
-    if first_bad is None:
-        return axis.reference + sign * distance_max, False, seen
-    for _ in range(refine):
-        mid = 0.5 * (last_ok + first_bad)
-        if ok_at(axis.reference + sign * mid * distance_max):
-            last_ok = mid
-        else:
-            first_bad = mid
-    return axis.reference + sign * last_ok * distance_max, True, seen
-
-
-def operating_envelope(problem: ForensicsProblem, tolerance: float = 0.05, axes: Sequence[EnvelopeAxis] | None = None,
-                       points: int = 8, refine: int = 4, min_fraction: float = 1e-2, progress: bool = False) -> dict:
-    """The safe operating envelope: per axis, the range where the metric stays within tolerance.
-
-    For each axis (default :func:`envelope_axes`), the value moves away from the reference on
-    each side along a geometric grid of ``points`` fractions (from ``min_fraction`` to 1) of the
-    distance to the end of its range, stops at the first value whose metric falls below
-    ``reference_metric − tolerance`` and bisects ``refine`` times between the last safe and the
-    first unsafe value. The reported edge is the last *safe* value: the contiguous interval
-    around the reference within which every tested value kept the metric (dips narrower than
-    the grid can be missed). One axis at a time, all others at the reference; joint drift of
-    several stages is not covered.
-
-    Returns:
-        A JSON-ready specification: ``{"metric", "reference_metric", "tolerance", "floor",
-        "parameters": {name: {"group", "meaning", "unit", "reference", "lower", "upper",
-        "lower_limited", "upper_limited", "range": [lo, hi], "tolerance", "curve": [[value, metric], ...]}}}``;
-        ``*_limited`` is true when the metric limits that side (false: safe up to the physical bound).
-    """
-    if not 0 <= tolerance < 1:
-        raise ValueError(f"tolerance must be in [0, 1), got {tolerance}")
-    if points < 1 or refine < 0:
-        raise ValueError(f"points must be >= 1 and refine >= 0, got {points}, {refine}")
-    axes = list(axes) if axes is not None else envelope_axes(problem.data_model)
-    floor = problem.reference_metric - tolerance
-    spec = {"metric": problem.metric_name, "reference_metric": problem.reference_metric, "tolerance": tolerance,
-            "floor": floor, "points": points, "refine": refine, "parameters": {}}
-    it = axes
-    if progress:
-        from tqdm.auto import tqdm
-
-        it = tqdm(axes, desc="envelope", leave=False)
-    try:
-        for axis in it:
-            lo, lo_lim, seen_lo = _sweep_side(problem, axis, floor, axis.reference - axis.lower, -1, points, refine,
-                                              min_fraction)
-            hi, hi_lim, seen_hi = _sweep_side(problem, axis, floor, axis.upper - axis.reference, +1, points, refine,
-                                              min_fraction)
-            curve = sorted(seen_lo + [(axis.reference, problem.reference_metric)] + seen_hi)
-            entry = {"group": axis.group, "meaning": axis.meaning, "unit": axis.unit, "reference": axis.reference,
-                     "lower": lo, "upper": hi, "lower_limited": lo_lim, "upper_limited": hi_lim,
-                     "range": [axis.lower, axis.upper], "tolerance": tolerance,
-                     "curve": [[float(v), float(m)] for v, m in curve]}
-            if axis.scale is not None:
-                unit, factor = axis.scale
-                entry[f"reference_{unit}"] = axis.reference * factor
-                entry[f"lower_{unit}"] = lo * factor
-                entry[f"upper_{unit}"] = hi * factor
-            spec["parameters"][axis.name] = entry
-    finally:
-        problem.reset()
-    return spec
-
-
-def envelope_table(spec: dict) -> str:
-    """The envelope specification as a readable fixed-width table."""
-    head = (f"Operating envelope: {spec['metric']} >= {spec['floor']:.3f} "
-            f"(reference {spec['reference_metric']:.3f} - tolerance {spec['tolerance']:.3f}); one parameter at a time")
-    rows = [("parameter", "reference", "safe from", "safe to", "unit", "limited by")]
-    for name, e in spec["parameters"].items():
-        lim = [side for side, flag in (("low", e["lower_limited"]), ("high", e["upper_limited"])) if flag]
-        unit = e["unit"]
-        ref, lo, hi = e["reference"], e["lower"], e["upper"]
-        if "reference_DN" in e:
-            unit = f"{unit} ({e['lower_DN']:.0f}..{e['upper_DN']:.0f} DN)"
-        rows.append((name, f"{ref:.4g}", f"{lo:.4g}", f"{hi:.4g}", unit,
-                     "metric: " + ", ".join(lim) if lim else "physical bounds only"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = [head, ""]
-    for k, r in enumerate(rows):
-        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-        if k == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+#: harmful configuration (:data:`drifthelpers.claims.FORENSICS_CLAIMS`).
+PAPER_CLAIMS = FORENSICS_CLAIMS
+judge_claims = judge_forensics
 
 
 def save_json(obj: dict, path: str | Path) -> Path:
@@ -1053,171 +792,3 @@ def plot_harm_vs_change(points: dict, ax=None):
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
     return fig or ax.figure
-
-
-def plot_envelope(spec: dict, ncols: int = 4, size: float = 2.6):
-    """One panel per envelope axis: the metric along the axis, the safe range shaded."""
-    import matplotlib.pyplot as plt
-
-    params = spec["parameters"]
-    n = len(params)
-    ncols = min(ncols, n)
-    nrows = (n + ncols - 1) // ncols
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols * 1.2, size * nrows), squeeze=False)
-    for ax, (name, e) in zip(axes.ravel(), params.items()):
-        v, m = np.array(e["curve"]).T
-        ax.axvspan(e["lower"], e["upper"], color="tab:green", alpha=0.15)
-        ax.plot(v, m, ".-", color="k", lw=1)
-        ax.axvline(e["reference"], color="tab:blue", lw=1)
-        ax.axhline(spec["floor"], color="tab:red", ls="--", lw=1)
-        if name == "black_level" and e["upper"] - e["lower"] < 0.05 * (e["range"][1] - e["range"][0]):
-            ax.set_xscale("symlog", linthresh=1e-3)
-        ax.set_title(name, fontsize=9)
-        ax.set_xlabel(e["unit"] or "value", fontsize=8)
-        ax.set_ylim(-0.02, 1.02)
-        ax.tick_params(labelsize=7)
-    for ax in axes.ravel()[n:]:
-        ax.axis("off")
-    fig.suptitle("operating envelope: safe range (green), reference (blue), tolerance floor (red)", fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-# --------------------------------------------------------------------------- command line
-
-
-class _UsageError(Exception):
-    pass
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the ``forensics`` command's arguments to a parser (for ``python -m drifthelpers forensics``).
-
-    The options are defined in :mod:`drifthelpers.__main__`, which needs no torch, so
-    that ``python -m drifthelpers forensics --help`` answers at once.
-    """
-    from .__main__ import add_forensics_arguments
-
-    return add_forensics_arguments(parser)
-
-
-def _check_args(args) -> str:
-    """Everything that can be checked before touching data; returns the demosaic method."""
-    from .isp import parse_preset
-
-    try:
-        demosaic, sharp, denoise = parse_preset(args.preset)
-    except ValueError as exc:
-        raise _UsageError(str(exc)) from exc
-    if (sharp, denoise) != ("s", "ga"):
-        raise _UsageError(f"the parametrized data model reproduces '<demosaic>,s,ga' views only; got {args.preset!r}")
-    if not 0 <= args.tolerance < 1:
-        raise _UsageError(f"--tolerance must be in [0, 1), got {args.tolerance}")
-    if args.points < 1 or args.refine < 0 or args.search_steps < 0 or not args.lam >= 0 or not args.intensity > 0:
-        raise _UsageError("need --points >= 1, --refine >= 0, --search-steps >= 0, --lam >= 0, --intensity > 0")
-    if args.checkpoint and not Path(args.checkpoint).is_file():
-        raise _UsageError(f"--checkpoint {args.checkpoint}: no such file")
-    if Path(args.output).is_dir():
-        raise _UsageError(f"--output {args.output} is a folder; give a file name such as envelope.json")
-    return demosaic
-
-
-def _load_problem(args) -> ForensicsProblem:
-    from . import datasets, synthesis
-    from .isp import CameraParams, ParametrizedDataModel
-
-    demosaic = _check_args(args)
-    config = synthesis.SynthesisConfig(dataset=args.dataset, intensity=args.intensity,
-                                       **synthesis.PROFILES[args.profile][args.dataset])
-    if not 0 <= args.split < config.n_splits:
-        raise _UsageError(f"--split must be in 0..{config.n_splits - 1} for the {args.profile} profile")
-    try:
-        if args.source == "mini":
-            path = datasets.ensure_mini(root=args.data_root, which=args.dataset, progress=False)[args.dataset]
-        else:
-            path = datasets.dataset_dir(args.dataset, args.data_root, source="zenodo")
-        cls = datasets.RawMicroscopy if args.dataset == "microscopy" else datasets.RawDrone
-        ds = cls(path, intensity=args.intensity)
-    except (datasets.DatasetLayoutError, ValueError) as exc:
-        raise _UsageError(str(exc)) from exc
-    if args.checkpoint:
-        from .models import build_task_model
-
-        ckpt = Path(args.checkpoint)
-        model = build_task_model(config.model, num_classes=len(getattr(ds, "classes", [])) or 1)
-        try:
-            state = torch.load(ckpt, map_location="cpu", weights_only=True)
-            state = state.get("task", state) if isinstance(state, dict) else state
-            model.load_state_dict(state)
-        except Exception as exc:
-            raise _UsageError(f"--checkpoint {ckpt}: not a {config.model} state dict ({exc})") from exc
-        from .datasets import stratified_split
-
-        parts = stratified_split(np.asarray(ds.targets), config.fractions, seed=config.seed + args.split,
-                                 groups=getattr(ds, "frames", None))
-        parts = (parts[0], parts[1], parts[2] if len(parts) > 2 else parts[1])
-    else:
-        from .training import CheckpointCache, config_key
-
-        tc = synthesis.train_config(config, args.preset, args.split, synthesis.data_fingerprint(ds, config))
-        cache = CheckpointCache(args.cache_dir or synthesis.default_cache_dir())
-        if not cache.has(config_key(tc)) and not args.train:
-            raise _UsageError(f"no cached task model for {args.dataset}/{args.profile}/{args.preset}/split "
-                              f"{args.split} in {cache.root}; run notebook 03, or pass --train or --checkpoint")
-        model, _, parts = synthesis.trained_model(ds, config, preset=args.preset, split=args.split,
-                                                  cache_dir=args.cache_dir)
-    idx = {"test": parts[2], "val": parts[1], "val+test": np.concatenate([parts[1], parts[2]])}[args.subset]
-    raw = torch.stack([ds[int(i)]["raw"] for i in idx])
-    if config.task == "classification":
-        targets = torch.as_tensor([int(ds.targets[int(i)]) for i in idx])
-    else:
-        targets = torch.stack([ds[int(i)]["mask"] for i in idx])
-    dm = ParametrizedDataModel(CameraParams.from_dataset_camera(ds.camera), demosaic=demosaic)
-    return ForensicsProblem(dm, model, raw, targets, image_size=config.image_size, task=config.task)
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    """Run the envelope for parsed arguments (see :func:`add_arguments`); 0 ok, 2 usage error."""
-    try:
-        problem = _load_problem(args)
-    except _UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    harmful = {}
-    searches = []
-    if args.search_steps:
-        for g in problem.groups:
-            r = gradient_search(problem, g, lam=args.lam, steps=args.search_steps)
-            searches.append(r.to_dict())
-            if r.drop > args.tolerance:
-                harmful[g] = r.state
-    axes = envelope_axes(problem.data_model, harmful)
-    spec = operating_envelope(problem, tolerance=args.tolerance, axes=axes, points=args.points, refine=args.refine)
-    spec["source"] = {k: getattr(args, k) for k in ("dataset", "source", "profile", "preset", "split", "subset", "intensity",
-                                                    "checkpoint", "search_steps", "lam")}
-    spec["n_images"] = len(problem.raw)
-    if searches:
-        spec["searches"] = searches
-    try:
-        out = save_json(spec, args.output)
-    except OSError as exc:
-        print(f"error: cannot write {args.output}: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(spec, indent=1, default=float) if args.json else envelope_table(spec))
-    print(f"wrote {out}", file=sys.stderr if args.json else sys.stdout)
-    return 0
-
-
-def cli_main(argv: Sequence[str] | None = None) -> int:
-    """``python -m drifthelpers forensics ...``: the operating envelope of a saved task model.
-
-    Prints the envelope table and writes the JSON specification; clear errors exit with 2.
-    """
-    parser = add_arguments(argparse.ArgumentParser(
-        prog="python -m drifthelpers forensics",
-        description="Operating envelope of a trained task model over the data model's parameters."))
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse prints its own message
-        return int(exc.code or 0)
-    return run_cli(args)

@@ -25,7 +25,8 @@ target, stability across seeds (spread of the final metric, and mean width of th
 band), and the learned data-model parameters against their initial values. Each run keeps its
 per-item test scores, so the arms' differences, paired by split and seed and by test item, get
 hierarchical-bootstrap intervals and the paper's claims a computed verdict
-(:func:`paired_statistics`, :data:`PAPER_CLAIMS`, :mod:`drifthelpers.stats`).
+(:func:`paired_statistics` and :data:`PAPER_CLAIMS`, defined in :mod:`drifthelpers.claims` as
+``arm_statistics`` and ``OPTIMISATION_CLAIMS``; :mod:`drifthelpers.stats`).
 
 Runs are cached as small JSON files keyed by the full configuration and a fingerprint of the
 data, so re-running a notebook is instant.
@@ -46,9 +47,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .claims import OPTIMISATION_CLAIMS, arm_statistics, judge_optimisation
 from .fileio import atomic_write_json
 from .isp import CameraParams, ParametrizedDataModel
-from .training import config_key, evaluate, seed_everything, weak_augment
+from .profiles import section, settings
+from .training import config_key, evaluate, loss_function, predict, seed_everything, train_epoch
 
 __all__ = [
     "ARMS",
@@ -113,6 +116,8 @@ class JointConfig:
             stored as a fraction of the white level, and at 1 % of the light the whole signal
             spans about 0.005-0.01 of it: a step of ``data_lr`` would move the black level past
             the signal. (Adam's steps are about ``lr`` in size whatever the gradient scale.)
+        one_lr: the public code's protocol: the data model learns with ``lr`` (every parameter,
+            black level included), ignoring ``data_lr`` and ``black_level_lr_scale``.
     """
 
     dataset: str = "microscopy"
@@ -131,6 +136,7 @@ class JointConfig:
     learn_demosaic: bool = True
     groups: tuple = ()
     black_level_lr_scale: float = 0.01
+    one_lr: bool = False
 
     def __post_init__(self):
         if self.dataset not in ("microscopy", "drone"):
@@ -158,22 +164,9 @@ class JointConfig:
         return asdict(self)
 
 
-PROFILES: dict[str, dict[str, dict]] = {
-    # a few minutes on 2 CPU cores for both mini data sets x 3 arms x 3 seeds
-    "quick": {
-        "microscopy": dict(model="small_cnn", epochs=12, batch_size=8, lr=2e-3, data_lr=2e-3, image_size=64,
-                           learn_demosaic=False),
-        "drone": dict(model="small_unet", epochs=12, batch_size=4, lr=2e-3, data_lr=2e-3, image_size=48,
-                      learn_demosaic=False),
-    },
-    # the published sizes (GPU machine, real Zenodo data); data_lr is not published, 1e-3 is a guess
-    "paper": {
-        "microscopy": dict(model="resnet18", epochs=100, batch_size=4, lr=1e-5, data_lr=1e-3, image_size=0,
-                           fractions=(0.8, 0.2)),
-        "drone": dict(model="unetplusplus", epochs=100, batch_size=4, lr=1e-5, data_lr=1e-3, image_size=0,
-                      fractions=(0.8, 0.2)),
-    },
-}
+#: Each profile's settings of this experiment (the ``"optimisation"`` section of
+#: :data:`drifthelpers.profiles.PROFILES`): ``{profile: {dataset: JointConfig fields}}``.
+PROFILES = section("optimisation")
 
 
 # --------------------------------------------------------------------------- raw-direct packing
@@ -401,14 +394,6 @@ def build_arm(arm: str, config: JointConfig, data: JointData, seed: int) -> tupl
     return task_model, data_model
 
 
-def _loss_fn(task: str):
-    if task == "classification":
-        return nn.CrossEntropyLoss()
-    from segmentation_models_pytorch.losses import DiceLoss
-
-    return DiceLoss(mode="binary", from_logits=True)
-
-
 def _batch_plan(n: int, batch_size: int, generator: torch.Generator) -> list[Tensor]:
     """One epoch of shuffled batches; a last batch of one sample (BatchNorm cannot train on it) is dropped."""
     order = torch.randperm(n, generator=generator)
@@ -428,7 +413,6 @@ def _test_scores(task_model: nn.Module, view: nn.Module, data: JointData, config
                  device) -> tuple[float, list]:
     """The metric on the test split (accuracy, or pooled IoU) and each test item's score."""
     from . import stats
-    from .training import predict
 
     pred, target = predict(task_model, view, _items(data, data.split[2]), device=device)
     if config.task == "classification":
@@ -442,6 +426,62 @@ def _params(data_model: nn.Module) -> dict:
     return {k: v.detach().cpu().tolist() for k, v in data_model.state_dict().items()}
 
 
+def _optimiser(task_model: nn.Module, data_model: nn.Module, config: JointConfig, learn: bool) -> torch.optim.Adam:
+    """Adam over the task model (``config.lr``, ``config.weight_decay``) and, when ``learn``, the
+    data model's trainable parameters (``config.data_lr``, the black level scaled, no weight decay)."""
+    groups = [{"params": [p for p in task_model.parameters() if p.requires_grad], "lr": config.lr,
+               "weight_decay": config.weight_decay}]
+    if learn:
+        for names, scale in (([n for n, _ in data_model.named_parameters() if n != "black_level"], 1.0),
+                             (["black_level"], config.black_level_lr_scale)):
+            params = [p for n, p in data_model.named_parameters() if n in names and p.requires_grad]
+            if params:
+                lr = config.lr if config.one_lr else config.data_lr * scale
+                groups.append({"params": params, "lr": lr, "weight_decay": 0.0})
+    return torch.optim.Adam(groups)
+
+
+def _arm_batches(data: JointData, train_idx: Tensor, batch_size: int, order: torch.Generator, device):
+    """One epoch of training batches ``(raw, target, True)`` in the order :func:`_batch_plan` draws."""
+    for b in _batch_plan(len(train_idx), batch_size, order):
+        idx = train_idx[b]
+        yield data.raw[idx].to(device), data.targets[idx].to(device), True
+
+
+class _Validation:
+    """The ``after_step`` of :func:`~drifthelpers.training.train_epoch` in :func:`train_arm`: counts
+    steps, averages the training loss, and records the validation metric every ``every`` steps."""
+
+    def __init__(self, run: ArmRun, every: int, score):
+        self.run, self.every, self.score = run, every, score
+        self.step, self.loss_sum, self.loss_n = 0, 0.0, 0
+
+    def __call__(self, loss: float, batch_size: int) -> None:
+        self.step += 1
+        self.loss_sum, self.loss_n = self.loss_sum + loss, self.loss_n + 1
+        if self.step % self.every == 0:
+            self.record()
+
+    def record(self) -> None:
+        self.run.steps.append(self.step)
+        self.run.curve.append(float(self.score()))
+        self.run.train_loss.append(self.loss_sum / max(self.loss_n, 1))
+        self.loss_sum, self.loss_n = 0.0, 0
+
+
+def _finish_run(run: ArmRun, task_model: nn.Module, view: RenderAt, data: JointData, config: JointConfig,
+                device) -> ArmRun:
+    """Fill in the final, best and test results of a trained run and its final data-model parameters."""
+    run.final = run.curve[-1]
+    best = int(np.argmax(run.curve))
+    run.best, run.best_step = run.curve[best], run.steps[best]
+    if len(data.split[2]):
+        run.test, run.test_items = _test_scores(task_model, view, data, config, device)
+    run.split_seed = int(config.split_seed)
+    run.final_params = _params(view.data_model) if run.arm != "raw_direct" else {}
+    return run
+
+
 def train_arm(arm: str, config: JointConfig, data: JointData, seed: int, device="cpu",
               progress: bool = False) -> ArmRun:
     """Train one arm for one seed and record its validation curve.
@@ -450,7 +490,8 @@ def train_arm(arm: str, config: JointConfig, data: JointData, seed: int, device=
     model's trainable parameters (``config.data_lr``, no weight decay), with
     ``data_model.project_()`` after every step. Batch order comes from a generator seeded
     with ``seed``, augmentation draws from a second one (``seed + 7919``): identical across arms.
-    The data model stays in eval mode in every arm (it has no mode-dependent layers).
+    The data model stays in eval mode in every arm (it has no mode-dependent layers). Each
+    epoch is one :func:`drifthelpers.training.train_epoch`.
 
     Returns:
         An :class:`ArmRun`.
@@ -462,74 +503,31 @@ def train_arm(arm: str, config: JointConfig, data: JointData, seed: int, device=
     # at full size (image_size 0) a segmenter's packed half-resolution input is brought to the masks' size
     size = config.image_size or (data.targets.shape[-1] if arm == "raw_direct" and data.task == "segmentation" else 0)
     view = RenderAt(data_model, size)
-    grad = arm == "learned"  # render with gradients (also when data_lr = 0: the forward is the same)
-    learn = grad and config.data_lr > 0  # update (and project) the data model
-    groups = [{"params": [p for p in task_model.parameters() if p.requires_grad], "lr": config.lr,
-               "weight_decay": config.weight_decay}]
-    if learn:
-        for names, scale in (([n for n, _ in data_model.named_parameters() if n != "black_level"], 1.0),
-                             (["black_level"], config.black_level_lr_scale)):
-            params = [p for n, p in data_model.named_parameters() if n in names and p.requires_grad]
-            if params:
-                groups.append({"params": params, "lr": config.data_lr * scale, "weight_decay": 0.0})
-    opt = torch.optim.Adam(groups)
-    loss_fn = _loss_fn(config.task)
+    learn = arm == "learned" and config.data_lr > 0  # update (and project) the data model
+    opt = _optimiser(task_model, data_model, config, learn)
+    loss_fn = loss_function(config.task)
     order_gen = torch.Generator().manual_seed(int(seed))
     aug_gen = torch.Generator().manual_seed(int(seed) + _AUG_SEED_OFFSET)
     train_idx = torch.as_tensor(np.asarray(data.split[0]), dtype=torch.long)
     val_items = _items(data, data.split[1])
-    init = _params(data_model) if arm != "raw_direct" else {}
-    run = ArmRun(arm=arm, seed=int(seed), metric=config.metric, init_params=init)
+    run = ArmRun(arm=arm, seed=int(seed), metric=config.metric,
+                 init_params=_params(data_model) if arm != "raw_direct" else {})
     steps_per_epoch = len(_batch_plan(len(train_idx), config.batch_size, torch.Generator().manual_seed(0)))
-    every = config.eval_every or steps_per_epoch
-    step, loss_sum, loss_n = 0, 0.0, 0
+    validation = _Validation(run, config.eval_every or steps_per_epoch, lambda: evaluate(
+        task_model, view, val_items, config.task, data.num_classes, device)[config.metric])
     epochs = range(config.epochs)
     if progress:
         from tqdm.auto import tqdm
 
         epochs = tqdm(epochs, desc=f"{config.dataset} {arm} seed {seed}", leave=False)
     for _ in epochs:
-        for b in _batch_plan(len(train_idx), config.batch_size, order_gen):
-            idx = train_idx[b]
-            raw = data.raw[idx].to(device)
-            target = data.targets[idx].to(device)
-            task_model.train()
-            if grad:
-                x = view(raw)
-            else:
-                with torch.no_grad():
-                    x = view(raw)
-            mask = target if config.task == "segmentation" else None
-            if config.augment == "weak":
-                x, mask = weak_augment(x, mask, generator=aug_gen)
-            out = task_model(x)
-            loss = loss_fn(out, mask if mask is not None else target)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if learn:
-                data_model.project_()
-            step += 1
-            loss_sum, loss_n = loss_sum + float(loss.detach()), loss_n + 1
-            if step % every == 0:
-                metrics = evaluate(task_model, view, val_items, config.task, data.num_classes, device)
-                data_model.eval()
-                run.steps.append(step)
-                run.curve.append(float(metrics[config.metric]))
-                run.train_loss.append(loss_sum / loss_n)
-                loss_sum, loss_n = 0.0, 0
-    if not run.steps or run.steps[-1] != step:  # always end on a validation of the final model
-        metrics = evaluate(task_model, view, val_items, config.task, data.num_classes, device)
-        run.steps.append(step)
-        run.curve.append(float(metrics[config.metric]))
-        run.train_loss.append(loss_sum / max(loss_n, 1))
-    run.final = run.curve[-1]
-    best = int(np.argmax(run.curve))
-    run.best, run.best_step = run.curve[best], run.steps[best]
-    if len(data.split[2]):
-        run.test, run.test_items = _test_scores(task_model, view, data, config, device)
-    run.split_seed = int(config.split_seed)
-    run.final_params = _params(data_model) if arm != "raw_direct" else {}
+        # the learned arm renders with gradients (also when data_lr = 0: the forward is the same)
+        train_epoch(task_model, view, _arm_batches(data, train_idx, config.batch_size, order_gen, device), opt,
+                    loss_fn, config.task, config.augment, aug_gen, render_grad=arm == "learned",
+                    project=data_model.project_ if learn else None, after_step=validation)
+    if not run.steps or run.steps[-1] != validation.step:  # always end on a validation of the final model
+        validation.record()
+    _finish_run(run, task_model, view, data, config, device)
     run.seconds = time.perf_counter() - start
     return run
 
@@ -545,7 +543,8 @@ def default_cache_dir(root=None) -> Path:
 
 
 def _run_key(arm: str, config: JointConfig, data: JointData, seed: int) -> str:
-    return config_key({"arm": arm, "seed": int(seed), "config": config.to_dict(), "data": data.fingerprint},
+    cfg = {k: v for k, v in config.to_dict().items() if k != "one_lr" or v}  # the default keeps older keys
+    return config_key({"arm": arm, "seed": int(seed), "config": cfg, "data": data.fingerprint},
                       version="optimisation-2")
 
 
@@ -728,85 +727,17 @@ def summarise(runs: dict[str, list[ArmRun]], target: float | None = None, target
             k: stab["learned"][k] - stab["frozen"][k] for k in ("final_mean", "best_mean", "test_mean")
             if k in stab["learned"] and k in stab["frozen"]}
     if n_boot and all(r.test_items for rs in runs.values() for r in rs):
-        out.update(paired_statistics(runs, n_boot=n_boot, seed=boot_seed))
+        out.update(arm_statistics(runs, n_boot=n_boot, seed=boot_seed))
         if dataset is not None:
-            out["claims"] = judge_claims(dataset, out["statistics"])
+            out["claims"] = judge_optimisation(dataset, out["statistics"])
     return out
 
 
-#: The paper's drift-optimisation claims, decidable by an interval (the paper: microscopy at low
-#: light, learned ISP ≈ 0.79 vs frozen ≈ 0.59 with a narrower spread across runs; drone: both ≈ 0.65).
-#: "Equal" is taken as a difference within ±0.05; "narrower spread" as var(frozen) / var(learned) > 1.
-def _claims() -> dict:
-    from .stats import Claim
-
-    return {
-        "microscopy": [
-            Claim("microscopy: learned ISP beats frozen ISP", "learned_minus_frozen", "greater", threshold=0.0,
-                  paper=0.79 - 0.59, text="test accuracy learned - frozen > 0 (paper: 0.79 vs 0.59)"),
-            Claim("microscopy: learned ISP trains more stably", "variance_ratio_frozen_over_learned", "greater",
-                  threshold=1.0, text="variance across seeds of the frozen arm / the learned arm > 1 (paper: a much "
-                  "narrower spread)"),
-        ],
-        "drone": [
-            Claim("drone: learned ISP equals frozen ISP", "learned_minus_frozen", "within", low=-0.05, high=0.05,
-                  paper=0.0, text="test IoU learned - frozen within ±0.05 (paper: ≈ 0.65 both)"),
-        ],
-    }
-
-
-PAPER_CLAIMS = _claims()
-
-
-def _pairs(runs: dict[str, list[ArmRun]], a: str, b: str) -> tuple[list, list]:
-    """Test-item scores of arms ``a`` and ``b``, paired by (split seed, seed)."""
-    index_b = {(r.split_seed, r.seed): r for r in runs[b]}
-    xs, ys = [], []
-    for r in runs[a]:
-        other = index_b.get((r.split_seed, r.seed))
-        if other is not None and len(other.test_items) == len(r.test_items):
-            xs.append(np.asarray(r.test_items, float))
-            ys.append(np.asarray(other.test_items, float))
-    return xs, ys
-
-
-def paired_statistics(runs: dict[str, list[ArmRun]], n_boot: int = 2000, seed: int = 0) -> dict:
-    """Paired differences between the arms, with intervals, and the spread test.
-
-    Runs of two arms with the same split and seed form a unit; the hierarchical bootstrap
-    (:func:`drifthelpers.stats.paired_difference`) resamples units, then the test items of each
-    unit, an item's score in both arms moving together. The spread claim is tested on the final
-    test metric of each run (:func:`drifthelpers.stats.variance_ratio`, an F interval).
-
-    Returns:
-        ``{"statistics": {"learned_minus_frozen", "learned_minus_raw_direct", "<arm>_test",
-        "variance_ratio_frozen_over_learned": {value, low, high, n, ...}}, "tests": {...}}``.
-    """
-    from . import stats
-
-    out, tests = {}, {}
-    for arm, rs in runs.items():
-        if rs and all(r.test_items for r in rs):
-            out[f"{arm}_test"] = stats.hierarchical_bootstrap(
-                [np.asarray(r.test_items, float)[None] for r in rs], lambda m: m[..., 0].mean(1), n_boot, seed).to_dict()
-    for a, b in (("learned", "frozen"), ("learned", "raw_direct"), ("frozen", "raw_direct")):
-        if a in runs and b in runs:
-            xs, ys = _pairs(runs, a, b)
-            if xs:
-                out[f"{a}_minus_{b}"] = stats.paired_difference(xs, ys, n_boot, seed).to_dict()
-    if "learned" in runs and "frozen" in runs and min(len(runs["learned"]), len(runs["frozen"])) > 1:
-        vr = stats.variance_ratio([r.test for r in runs["learned"]], [r.test for r in runs["frozen"]])
-        out["variance_ratio_frozen_over_learned"] = vr["ratio"].to_dict()
-        tests["variance_ratio"] = {k: v for k, v in vr.items() if k != "ratio"}
-    return {"statistics": out, "tests": tests}
-
-
-def judge_claims(dataset: str, statistics: dict) -> list[dict]:
-    """The verdicts on the paper's claims for ``dataset`` (:data:`PAPER_CLAIMS`) that ``statistics`` can judge."""
-    from . import stats
-
-    return [stats.judge(c, statistics[c.statistic]).to_dict() for c in PAPER_CLAIMS.get(dataset, [])
-            if c.statistic in statistics]
+#: The paper's drift-optimisation claims per data set (:data:`drifthelpers.claims.OPTIMISATION_CLAIMS`),
+#: the paired statistics that judge them and the judging (:mod:`drifthelpers.claims`).
+PAPER_CLAIMS = OPTIMISATION_CLAIMS
+paired_statistics = arm_statistics
+judge_claims = judge_optimisation
 
 
 def learned_data_model(run: ArmRun, camera: CameraParams, which: str = "final") -> ParametrizedDataModel:
@@ -820,10 +751,8 @@ def learned_data_model(run: ArmRun, camera: CameraParams, which: str = "final") 
 
 
 def config_for(dataset: str, profile: str = "quick", **overrides) -> JointConfig:
-    """The :class:`JointConfig` of a profile for a data set, with overrides."""
-    if profile not in PROFILES:
-        raise ValueError(f"profile must be one of {tuple(PROFILES)}, got {profile!r}")
-    return JointConfig(dataset=dataset, **{**PROFILES[profile][dataset], **overrides})
+    """The :class:`JointConfig` of a profile (:mod:`drifthelpers.profiles`) for a data set, with overrides."""
+    return JointConfig(dataset=dataset, **{**settings("optimisation", profile, dataset), **overrides})
 
 
 

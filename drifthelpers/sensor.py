@@ -19,7 +19,7 @@ dim exposure; a finished image is never multiplied.
 
 All DN parameters of :class:`SensorParams` are in **ADC units** (the native ``bit_depth`` codes);
 values in *stored* DN (what a raw file holds) are ADC values times ``2**left_justify_bits``.
-:func:`camera_metadata` and :func:`noise_model` report stored DN.
+:func:`camera_metadata`, :meth:`SensorParams.camera` and :func:`noise_model` report stored DN.
 
 Everything here is numpy float64 (data generation, not differentiated) and seeded through an
 explicit :class:`numpy.random.Generator`.
@@ -34,6 +34,7 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
+from drifthelpers.camera import Camera
 from drifthelpers.raw import CFA_PATTERNS, cfa_channel_indices
 
 __all__ = [
@@ -181,6 +182,29 @@ class SensorParams:
     def colour_response_matrix(self) -> np.ndarray:
         """``colour_response`` as a (3, 3) float64 array."""
         return np.asarray(self.colour_response, dtype=np.float64)
+
+    def camera(self, notes: str = "", gamma: float = 2.2) -> Camera:
+        """The camera values a data model needs to render this sensor's mosaics.
+
+        The values of :func:`camera_metadata` as a :class:`drifthelpers.camera.Camera`: the
+        pattern, the black pedestal in stored DN at every site, the white (clip) level in stored
+        DN, white-balance gains that make a grey scene grey (G = 1) and the colour matrix that
+        undoes the cross-talk of ``colour_response``.
+
+        Args:
+            notes: provenance recorded with the values.
+            gamma: display gamma of the rendering, > 0.
+
+        Example:
+            >>> cam = DRONE_CAMERA.camera()
+            >>> cam.cfa, cam.black_level, cam.white_level
+            ('RGGB', (4096.0, 4096.0, 4096.0, 4096.0), 65520.0)
+            >>> [round(g, 2) for g in cam.wb_gains]
+            [2.87, 1.0, 1.73]
+        """
+        md = camera_metadata(self)
+        return Camera(md["cfa"], md["black_level"], md["white_level"], md["wb_gains"], md["ccm"],
+                      gamma, notes)
 
 
 def psf_from_optics(

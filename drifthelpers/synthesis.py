@@ -22,7 +22,7 @@ what on-the-fly rendering would produce, without repeating the work.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -31,6 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import synthesis_fidelity as fid
+from .claims import SYNTHESIS_CLAIMS, SYNTHESIS_NUMBERS
+from .profiles import section
 from .training import CheckpointCache, TrainConfig, config_key, fit, predict, seed_everything
 
 __all__ = [
@@ -77,6 +80,10 @@ class SynthesisConfig:
         seed: base seed of the splits and of the training seeds.
         augment: ``"weak"`` or ``"none"``.
         presets: the static data models to train and test (all twelve by default).
+        fidelity: ``"corrected"`` (default) or ``"raw2logit"``, the public code's protocol.
+        corrections: with ``"raw2logit"``, the corrections of
+            :data:`drifthelpers.synthesis_fidelity.CORRECTIONS` applied on top (each alone
+            measures its effect); ``"corrected"`` applies all of them.
     """
 
     dataset: str = "microscopy"
@@ -95,8 +102,11 @@ class SynthesisConfig:
     augment: str = "weak"
     schedule: str = "constant"
     presets: tuple = ()
+    fidelity: str = "corrected"
+    corrections: tuple = ()
 
     def __post_init__(self):
+        object.__setattr__(self, "corrections", fid.check(self.fidelity, self.corrections))
         if self.dataset not in ("microscopy", "drone"):
             raise ValueError(f"dataset must be 'microscopy' or 'drone', got {self.dataset!r}")
         if self.n_splits < 1 or self.n_seeds < 1:
@@ -117,20 +127,9 @@ class SynthesisConfig:
         return [(k, r) for k in range(self.n_splits) for r in range(self.n_seeds)]
 
 
-PROFILES = {
-    # minutes on 2 CPU cores, on the mini data sets
-    "quick": {
-        "microscopy": dict(model="small_cnn", epochs=15, batch_size=16, lr=1e-3, n_splits=2, image_size=64),
-        "drone": dict(model="small_unet", epochs=12, batch_size=8, lr=1e-3, n_splits=2, image_size=48),
-    },
-    # the published sizes and hyper-parameters (GPU machine, real data)
-    "paper": {
-        "microscopy": dict(model="resnet18", epochs=100, batch_size=4, lr=1e-5, n_splits=5, image_size=0,
-                           fractions=(0.8, 0.2)),
-        "drone": dict(model="unetplusplus", epochs=100, batch_size=4, lr=1e-5, n_splits=5, image_size=0,
-                      fractions=(0.8, 0.2)),
-    },
-}
+#: Each profile's settings of this experiment (the ``"synthesis"`` section of
+#: :data:`drifthelpers.profiles.PROFILES`): ``{profile: {dataset: SynthesisConfig fields}}``.
+PROFILES = section("synthesis")
 
 
 # --------------------------------------------------------------------------- views
@@ -145,13 +144,15 @@ def resize_image(x: torch.Tensor, size: int, mask: bool = False) -> torch.Tensor
 
 
 def render_views(dataset, presets: Sequence[str], image_size: int = 0, batch_size: int = 32, device="cpu",
-                 progress: bool = True) -> dict[str, torch.Tensor]:
+                 progress: bool = True, chain: str = "corrected") -> dict[str, torch.Tensor]:
     """Render every sample of a raw dataset under each static preset.
 
     Args:
         dataset: a raw dataset (items with ``raw`` (1, H, W) in DN) with a ``camera``.
         presets: static data model labels.
         image_size: downsample views to this side (area averaging); 0 keeps the size.
+        chain: ``"corrected"``, ``"raw2logit"`` (the public code's static chain, on the CPU) or
+            ``"raw2logit_unsharp_2d"`` (that chain with a 2-D unsharp mask).
 
     Returns:
         ``{preset: (N, 3, S, S) float tensor in [0, 1]}`` on the CPU.
@@ -161,6 +162,11 @@ def render_views(dataset, presets: Sequence[str], image_size: int = 0, batch_siz
     camera = CameraParams.from_dataset_camera(dataset.camera)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
     raws = torch.cat([b["raw"] for b in loader])
+    if chain not in fid.CHAINS:
+        raise ValueError(f"chain must be one of {fid.CHAINS}, got {chain!r}")
+    if chain != "corrected":
+        return fid.render_raw2logit_views(raws, camera, presets, lambda x: resize_image(x, image_size), progress,
+                                          unsharp_2d=chain == "raw2logit_unsharp_2d")
     views = {}
     it = presets
     if progress:
@@ -231,11 +237,13 @@ def _loader(ds, batch_size, shuffle, seed, num_samples=None):
 
 
 def train_task_model(train_ds, val_ds, config: TrainConfig, num_classes: int, cache: CheckpointCache | None = None,
-                     progress: bool = False, num_samples: int | None = None, val_every: int = 1, device="cpu"):
+                     progress: bool = False, num_samples: int | None = None, val_every: int = 1, device="cpu",
+                     standardise: tuple | None = None):
     """Train (or load from the cache) one task model on a view dataset.
 
     ``val_every``: score ``val_ds`` every that many epochs (and after the last one); the
-    history records those scores, the trained weights do not depend on it.
+    history records those scores, the trained weights do not depend on it. ``standardise``:
+    ``(mean, std)`` per channel, put in front of the model (:class:`~drifthelpers.synthesis_fidelity.Standardise`).
 
     Returns:
         ``(model, meta)`` where meta holds the history and whether it came from the cache.
@@ -245,6 +253,8 @@ def train_task_model(train_ds, val_ds, config: TrainConfig, num_classes: int, ca
     out_classes = num_classes if config.task == "classification" else 1
     seed_everything(config.seed)
     model = build_task_model(config.model, num_classes=out_classes)
+    if standardise is not None:
+        model = nn.Sequential(fid.Standardise(*standardise), model)
     key = config_key(config)
     if cache is not None:
         meta = cache.load(key, {"task": model})
@@ -265,10 +275,11 @@ def _metric_name(task: str) -> str:
     return "accuracy" if task == "classification" else "iou"
 
 
-def _scored(model, loader, task: str, device, transform=None) -> tuple[float, np.ndarray]:
+def _scored(model, loader, task: str, device, transform=None, per_image: bool = False) -> tuple[float, np.ndarray]:
     """The metric of a model on a loader and its per-item record: class predictions (I,)
     for a classifier, per-image intersection and union pixel counts (2, I) for a segmenter.
-    The metric is accuracy, or IoU pooled over the set (an empty union counts as 1)."""
+    The metric is accuracy, or IoU pooled over the set (an empty union counts as 1), or with
+    ``per_image`` the mean of per-image IoU."""
     from . import stats
 
     pred, target = predict(model, nn.Identity(), loader, device=device, transform=transform)
@@ -276,11 +287,13 @@ def _scored(model, loader, task: str, device, transform=None) -> tuple[float, np
         pred = pred.numpy().astype(np.int64)
         return float(np.mean(pred == target.numpy())), pred
     inter, union = stats.iou_counts(pred.numpy(), target.numpy())
-    return stats.iou_pooled(inter, union), np.stack([inter, union]).astype(np.int64)
+    value = float(stats.iou_per_image(inter, union).mean()) if per_image else stats.iou_pooled(inter, union)
+    return value, np.stack([inter, union]).astype(np.int64)
 
 
 def cross_evaluate(models: dict[str, nn.Module], views: dict[str, torch.Tensor], targets: torch.Tensor,
-                   test_idx: Sequence[int], task: str, num_classes: int, device="cpu", items: bool = False):
+                   test_idx: Sequence[int], task: str, num_classes: int, device="cpu", items: bool = False,
+                   per_image: bool = False):
     """Metric of every trained model (rows) on every test view (columns).
 
     With ``items=True`` also the per-item records (``[model][view]``, see :func:`_scored`)."""
@@ -289,7 +302,7 @@ def cross_evaluate(models: dict[str, nn.Module], views: dict[str, torch.Tensor],
         row, rec = [], []
         for test_preset, v in views.items():
             loader = _loader(ViewDataset(v, targets, test_idx), 64, False, 0)
-            value, record = _scored(model, loader, task, device)
+            value, record = _scored(model, loader, task, device, per_image=per_image)
             row.append(value)
             rec.append(record)
         rows.append(row)
@@ -307,10 +320,12 @@ def drop_matrix(matrix: np.ndarray) -> np.ndarray:
 
 def corruption_table(models: dict[str, nn.Module], views: dict[str, torch.Tensor], targets: torch.Tensor,
                      test_idx: Sequence[int], task: str, num_classes: int, severity: int = 3, seed: int = 0,
-                     corruptions: Sequence[str] | None = None, device="cpu", items: bool = False):
+                     corruptions: Sequence[str] | None = None, device="cpu", items: bool = False,
+                     table: str = "imagenet_c", per_image: bool = False):
     """Metric of each model on its own view corrupted by each corruption (rows: models).
 
-    Corruptions are computed on the CPU (their random draws then do not depend on the device).
+    Corruptions are computed on the CPU (their random draws then do not depend on the device),
+    with the constants ``table``; ``per_image``: see :func:`_scored`.
 
     Returns:
         ``(table, names)``, and with ``items=True`` also the per-item records ``[model][corruption]``.
@@ -318,7 +333,7 @@ def corruption_table(models: dict[str, nn.Module], views: dict[str, torch.Tensor
     from . import corruptions as C
 
     names = list(corruptions or C.CORRUPTIONS)
-    table = np.zeros((len(models), len(names)))
+    out = np.zeros((len(models), len(names)))
     records = []
     for i, (preset, model) in enumerate(models.items()):
         loader = _loader(ViewDataset(views[preset], targets, test_idx), 64, False, 0)
@@ -327,12 +342,12 @@ def corruption_table(models: dict[str, nn.Module], views: dict[str, torch.Tensor
             g = torch.Generator().manual_seed(seed * 1000 + j)
 
             def transform(rgb, name=name, g=g):
-                return C.corrupt(rgb.cpu(), name, severity, generator=g).to(rgb.device)
+                return C.corrupt(rgb.cpu(), name, severity, generator=g, table=table).to(rgb.device)
 
-            table[i, j], record = _scored(model, loader, task, device, transform)
+            out[i, j], record = _scored(model, loader, task, device, transform, per_image)
             rec.append(record)
         records.append(rec)
-    return (table, names, records) if items else (table, names)
+    return (out, names, records) if items else (out, names)
 
 
 def compare_protocols(matrix: np.ndarray, corrupted: np.ndarray, presets: Sequence[str]) -> dict:
@@ -386,7 +401,7 @@ def _plan_jobs(dataset, config: SynthesisConfig, mixed: bool) -> tuple[list[dict
     from .datasets import stratified_split
 
     strat = np.asarray(dataset.targets)
-    groups = getattr(dataset, "frames", None)
+    groups = fid.split_groups(dataset, config)
     fingerprint = data_fingerprint(dataset, config)
     jobs, labels, tests = [], [], {}
     for k in range(config.n_splits):
@@ -445,39 +460,57 @@ def run_synthesis(dataset, config: SynthesisConfig, cache_dir: str | Path | bool
     task = config.task
     num_classes = len(getattr(dataset, "classes", [])) or 1
     cache = CheckpointCache(cache_dir or default_cache_dir()) if cache_dir is not False else None
-    views = render_views(dataset, config.presets, config.image_size, progress=progress, device=device)
+    views = render_views(dataset, config.presets, config.image_size, progress=progress, device=device,
+                         chain=fid.chain(config))
     targets = _targets(dataset, config.image_size)
     jobs, labels, tests = _plan_jobs(dataset, config, mixed)
     shared = {"views": views, "targets": targets, "task": task, "num_classes": num_classes,
               "severity": config.severity, "cache": str(cache.root) if cache is not None else None,
-              "device": str(device)}
+              "device": str(device), "table": fid.corruption_table_name(config),
+              "per_image": fid.per_image_iou(config), "standardise": fid.standardises(config)}
     done = run_jobs(_synthesis_job, jobs, shared, workers=workers, device=device, labels=labels,
                     desc=f"{config.dataset}: train and test", progress=progress)
 
-    names = list(done[0]["corruptions"]) if done and "corruptions" in done[0] else []
-    matrices, corr_tables, mixed_rows, comparisons, records = [], [], [], [], []
+    units = _collect_units(config, jobs, done, targets, tests, mixed)
+    result = _result(config, units, num_classes, cached=sum(int(out["cached"]) for out in done))
+    if n_boot and len(config.presets) > 2:
+        result.update(synthesis_statistics(result, n_boot=n_boot, seed=boot_seed))
+    return result
+
+
+def _collect_units(config: SynthesisConfig, jobs: list[dict], done: list[dict], targets: torch.Tensor,
+                   tests: dict, mixed: bool) -> dict:
+    """Per unit of the experiment: its (T, T) matrix, (T, C) corruption table, protocol
+    comparison, the mixed model's row, and the per-item record, from the finished jobs."""
+    task = config.task
+    out = {"names": list(done[0]["corruptions"]) if done and "corruptions" in done[0] else [],
+           "matrices": [], "corruption_tables": [], "mixed_rows": [], "comparisons": [], "records": []}
     for k, r in config.units():
-        rows = {j["preset"]: out for j, out in zip(jobs, done) if (j["split"], j["seed_index"]) == (k, r)}
+        rows = {j["preset"]: o for j, o in zip(jobs, done) if (j["split"], j["seed_index"]) == (k, r)}
         m = np.array([rows[p]["row"] for p in config.presets])
         c = np.array([rows[p]["corruption"] for p in config.presets])
-        matrices.append(m)
-        corr_tables.append(c)
+        out["matrices"].append(m)
+        out["corruption_tables"].append(c)
         if len(config.presets) > 1:
-            comparisons.append(compare_protocols(m, c, list(config.presets)))
+            out["comparisons"].append(compare_protocols(m, c, list(config.presets)))
         if mixed:
-            mixed_rows.append(np.array(rows["mixed"]["row"]))
-        records.append({"split": k, "seed": r, "test_index": tests[k].tolist(),
-                        "targets": targets[tests[k]].tolist() if task == "classification" else None,
-                        "models": [rows[p]["items"] + rows[p]["corruption_items"] for p in config.presets],
-                        "mixed": rows["mixed"]["items"] if mixed else None})
-    cached = sum(int(out["cached"]) for out in done)
+            out["mixed_rows"].append(np.array(rows["mixed"]["row"]))
+        out["records"].append({"split": k, "seed": r, "test_index": tests[k].tolist(),
+                               "targets": targets[tests[k]].tolist() if task == "classification" else None,
+                               "models": [rows[p]["items"] + rows[p]["corruption_items"] for p in config.presets],
+                               "mixed": rows["mixed"]["items"] if mixed else None})
+    return out
 
-    mats = np.stack(matrices)
-    corr = np.stack(corr_tables)
+
+def _result(config: SynthesisConfig, units: dict, num_classes: int, cached: int) -> dict:
+    """The JSON-ready result of :func:`run_synthesis` (before statistics) from :func:`_collect_units`."""
+    names = units["names"]
+    mats = np.stack(units["matrices"])
+    corr = np.stack(units["corruption_tables"])
     mean_m, mean_c = mats.mean(0), corr.mean(0)
     result = {
         "dataset": config.dataset,
-        "metric": _metric_name(task),
+        "metric": _metric_name(config.task),
         "config": asdict(config),
         "presets": list(config.presets),
         "corruptions": names,
@@ -488,16 +521,15 @@ def run_synthesis(dataset, config: SynthesisConfig, cache_dir: str | Path | bool
         "drop_mean": drop_matrix(mean_m).tolist(),
         "corruption_tables": corr.tolist(),
         "corruption_mean": mean_c.tolist(),
-        "comparison_per_unit": comparisons,
+        "comparison_per_unit": units["comparisons"],
         "comparison": compare_protocols(mean_m, mean_c, list(config.presets)) if len(config.presets) > 1 else {},
         "models_from_cache": cached,
-        "items": {"kind": "predictions" if task == "classification" else "intersection_union",
-                  "num_classes": num_classes, "conditions": list(config.presets) + names, "units": records},
+        "items": {"kind": "predictions" if config.task == "classification" else "intersection_union",
+                  "num_classes": num_classes, "conditions": list(config.presets) + names,
+                  "units": units["records"]},
     }
-    if mixed:
-        result["mixed"] = _mixed_summary(matrices, mixed_rows)
-    if n_boot and len(config.presets) > 2:
-        result.update(synthesis_statistics(result, n_boot=n_boot, seed=boot_seed))
+    if units["mixed_rows"]:
+        result["mixed"] = _mixed_summary(units["matrices"], units["mixed_rows"])
     return result
 
 
@@ -509,59 +541,35 @@ def _synthesis_job(job: dict, shared: dict) -> dict:
     device = shared.get("device", "cpu")
     cache = CheckpointCache(shared["cache"]) if shared["cache"] else None
     preset, split = job["preset"], job["split"]
+    own = list(views.values()) if preset == "mixed" else views[preset]
+    std = fid.standardiser(own, job["train"]) if shared.get("standardise") else None
     if preset == "mixed":
         model, meta = train_task_model(MixedViewDataset(views, targets, job["train"]), None, job["config"], nc, cache,
-                                       num_samples=len(job["train"]), device=device)
+                                       num_samples=len(job["train"]), device=device, standardise=std)
     else:
         # the experiment reports test metrics only: validate after the last epoch (same weights, less work)
         model, meta = train_task_model(ViewDataset(views[preset], targets, job["train"]),
                                        ViewDataset(views[preset], targets, job["val"]), job["config"], nc, cache,
-                                       val_every=job["config"].epochs, device=device)
-    row, rec = cross_evaluate({preset: model}, views, targets, job["test"], task, nc, device, items=True)
+                                       val_every=job["config"].epochs, device=device, standardise=std)
+    per_image = shared.get("per_image", False)
+    row, rec = cross_evaluate({preset: model}, views, targets, job["test"], task, nc, device, items=True,
+                              per_image=per_image)
     out = {"cached": bool(meta["cached"]), "row": row[0].tolist(), "items": [r.tolist() for r in rec[0]]}
     if preset != "mixed":
         # corruption draws depend on the split only: every seed of a split sees the same corrupted items
         table, names, crec = corruption_table({preset: model}, views, targets, job["test"], task, nc,
-                                              shared["severity"], seed=split, device=device, items=True)
+                                              shared["severity"], seed=split, device=device, items=True,
+                                              table=shared.get("table", "imagenet_c"), per_image=per_image)
         out.update(corruption=table[0].tolist(), corruptions=names, corruption_items=[r.tolist() for r in crec[0]])
     return out
 
 
 # --------------------------------------------------------------------------- statistics and claims
 
-#: The paper's drift-synthesis numbers (mean drop under ISP drift, under corruptions, their ratio).
-PAPER_NUMBERS = {"microscopy": (0.024, 0.243), "drone": (0.046, 0.180)}
-
-
-def _claims(dataset: str) -> list:
-    """The paper's drift-synthesis claims for one data set, as decidable :class:`~drifthelpers.stats.Claim`s.
-
-    Equivalence ranges: a drop within ±0.025 (faithful) or ±0.05 (corruptions) of the paper's
-    mean drop, a ratio within a factor 2 of the paper's; "rankings differ" means a rank
-    correlation below 0.5 (the paper's matrices give 0.1-0.2)."""
-    from .stats import Claim
-
-    f, c = PAPER_NUMBERS[dataset]
-    ratio = c / f
-    return [
-        Claim(f"{dataset}: faithful drift less severe than corruptions", "log_ratio", "greater", threshold=0.0,
-              paper=float(np.log(ratio)), text=f"log(corruption drop / faithful drop) > 0 (paper: {c} vs {f})"),
-        Claim(f"{dataset}: drop ratio ~{ratio:.0f}x", "ratio", "within", low=ratio / 2, high=ratio * 2, paper=ratio,
-              text=f"corruption drop / faithful drop within a factor 2 of the paper's {ratio:.1f}"),
-        Claim(f"{dataset}: faithful drop ~{f}", "mean_drop_faithful", "within", low=max(f - 0.025, 0.0),
-              high=f + 0.025, paper=f, text=f"mean drop under ISP drift within ±0.025 of the paper's {f}"),
-        Claim(f"{dataset}: corruption drop ~{c}", "mean_drop_corruption", "within", low=c - 0.05, high=c + 0.05,
-              paper=c, text=f"mean drop under corruptions within ±0.05 of the paper's {c}"),
-        Claim(f"{dataset}: protocols rank models differently", "spearman_rho", "less", threshold=0.5, paper=0.15,
-              text="rank correlation of the two protocols' model rankings < 0.5 (paper: about 0.1-0.2)",
-              gate="friedman"),
-        Claim(f"{dataset}: corruption-based selection costs faithful score", "selection_regret", "greater",
-              threshold=0.0, text="faithful score lost by picking the corruption protocol's model > 0",
-              gate="friedman"),
-    ]
-
-
-PAPER_CLAIMS = {name: _claims(name) for name in PAPER_NUMBERS}
+#: The paper's drift-synthesis numbers (mean drop under ISP drift, under corruptions) and its
+#: claims per data set (:mod:`drifthelpers.claims`).
+PAPER_NUMBERS = SYNTHESIS_NUMBERS
+PAPER_CLAIMS = SYNTHESIS_CLAIMS
 
 
 def unit_scores(result: dict) -> dict:
@@ -735,7 +743,7 @@ def train_config(config: SynthesisConfig, preset: str, split: int, fingerprint: 
                        lr=config.lr, weight_decay=config.weight_decay, seed=config.seed + seed_index,
                        augment=config.augment, data_model=preset, schedule=config.schedule,
                        extra={"split": split, "fractions": list(config.fractions), "size": config.image_size,
-                              **fingerprint})
+                              **fingerprint, **fid.cache_extra(config)})
 
 
 def trained_model(dataset, config: SynthesisConfig, preset: str = "bi,s,ga", split: int = 0,
@@ -753,7 +761,7 @@ def trained_model(dataset, config: SynthesisConfig, preset: str = "bi,s,ga", spl
 
     num_classes = len(getattr(dataset, "classes", [])) or 1
     parts = stratified_split(np.asarray(dataset.targets), config.fractions, seed=config.seed + split,
-                             groups=getattr(dataset, "frames", None))
+                             groups=fid.split_groups(dataset, config))
     parts = (parts[0], parts[1], parts[2] if len(parts) > 2 else parts[1])
     cache = CheckpointCache(cache_dir or default_cache_dir())
     tc = train_config(config, preset, split, data_fingerprint(dataset, config), seed_index=seed_index)
@@ -761,14 +769,20 @@ def trained_model(dataset, config: SynthesisConfig, preset: str = "bi,s,ga", spl
 
     out_classes = num_classes if config.task == "classification" else 1
     model = build_task_model(config.model, num_classes=out_classes)
+    views, std = None, None
+    if fid.standardises(config):  # the model's first module holds the training view's mean and std
+        views = render_views(dataset, [preset], config.image_size, progress=progress, chain=fid.chain(config))
+        std = fid.standardiser(views[preset], parts[0])
+        model = nn.Sequential(fid.Standardise(*std), model)
     meta = cache.load(config_key(tc), {"task": model})
     if meta is not None:
         return model.eval(), {**meta, "cached": True}, parts
-    views = render_views(dataset, [preset], config.image_size, progress=progress, device=device)
+    views = views or render_views(dataset, [preset], config.image_size, progress=progress, device=device,
+                                  chain=fid.chain(config))
     targets = _targets(dataset, config.image_size)
     model, meta = train_task_model(ViewDataset(views[preset], targets, parts[0]),
                                    ViewDataset(views[preset], targets, parts[1]), tc, num_classes, cache,
-                                   progress=progress, device=device)
+                                   progress=progress, device=device, standardise=std)
     return model.cpu(), meta, parts  # trained on ``device``, returned on the CPU
 
 

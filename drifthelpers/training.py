@@ -40,6 +40,8 @@ __all__ = [
     "TrainConfig",
     "History",
     "fit",
+    "train_epoch",
+    "loss_function",
     "evaluate",
     "predict",
     "CheckpointCache",
@@ -249,12 +251,16 @@ class History:
 # --------------------------------------------------------------------------- loops
 
 
-def _loss_fn(task: str) -> Callable:
+def loss_function(task: str) -> Callable:
+    """The training loss of a task: cross-entropy (classification) or Dice on mask logits (segmentation)."""
     if task == "classification":
         return nn.CrossEntropyLoss()
     from segmentation_models_pytorch.losses import DiceLoss
 
     return DiceLoss(mode="binary", from_logits=True)
+
+
+_loss_fn = loss_function  # the name benchmarks/bench_gpu.py imports
 
 
 def _batches(loader: Iterable, device) -> Iterable[tuple[torch.Tensor, torch.Tensor, bool]]:
@@ -314,6 +320,46 @@ def evaluate(task_model: nn.Module, data_model: nn.Module, loader: Iterable, tas
     raise ValueError(f"task must be 'classification' or 'segmentation', got {task!r}")
 
 
+def train_epoch(task_model: nn.Module, data_model: nn.Module, batches: Iterable, opt: torch.optim.Optimizer,
+                loss_fn: Callable, task: str, augment: str, generator: torch.Generator | None, *,
+                render_grad: bool = False, data_train: bool = False, project: Callable[[], None] | None = None,
+                after_step: Callable[[float, int], None] | None = None) -> None:
+    """One pass over ``batches``, one optimiser step per batch: the training loop of every experiment.
+
+    Each step: task model in training mode, data model in ``data_train`` mode; render the
+    batch (a raw mosaic through the data model, an already rendered view as it is), with
+    gradients only when ``render_grad``; weak augmentation (``augment == "weak"``, draws from
+    ``generator``, masks moved with their images); forward, loss, backward, ``opt.step()``;
+    then ``project()`` (e.g. a learned data model's ``project_``, keeping its parameters
+    inside their bounds) and ``after_step(loss, batch_size)`` (bookkeeping, validation).
+    The step touches no random numbers besides ``generator``'s.
+
+    Args:
+        batches: ``(inputs, target, is_raw)`` triples (see :func:`_batches`), on the device.
+        task: ``"classification"`` (class-index targets) or ``"segmentation"`` (mask targets).
+    """
+    for x, target, is_raw in batches:
+        task_model.train()
+        data_model.train(data_train)
+        if render_grad:
+            rgb = _render(data_model, x, is_raw)
+        else:
+            with torch.no_grad():
+                rgb = _render(data_model, x, is_raw)
+        mask = target.float() if task == "segmentation" else None
+        if augment == "weak":
+            rgb, mask = weak_augment(rgb, mask, generator=generator)
+        out = task_model(rgb)
+        loss = loss_fn(out, mask if mask is not None else target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if project is not None:
+            project()
+        if after_step is not None:
+            after_step(float(loss.detach()), x.shape[0])
+
+
 def fit(
     task_model: nn.Module,
     data_model: nn.Module,
@@ -332,8 +378,9 @@ def fit(
     parameters and ``config.data_lr > 0`` they join with their own learning
     rate, and ``data_model.project_()`` (if it has one) keeps them inside their
     bounds after every step. Otherwise the data model runs under ``no_grad``.
-    The validation set is scored every ``val_every`` epochs and after the last one
-    (scoring uses no random numbers and changes no weight, so it never alters training).
+    Each epoch is one :func:`train_epoch`. The validation set is scored every
+    ``val_every`` epochs and after the last one (scoring uses no random numbers and
+    changes no weight, so it never alters training).
 
     Returns:
         The :class:`History` of per-epoch training loss and validation metrics.
@@ -342,7 +389,7 @@ def fit(
         raise ValueError(f"val_every must be >= 1, got {val_every}")
     task_model.to(device)
     data_model.to(device)
-    loss_fn = _loss_fn(config.task)
+    loss_fn = loss_function(config.task)
     groups = [{"params": [p for p in task_model.parameters() if p.requires_grad], "lr": config.lr}]
     learn_data = config.data_lr > 0 and any(p.requires_grad for p in data_model.parameters())
     if learn_data:
@@ -352,33 +399,22 @@ def fit(
     if config.schedule == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs)
     gen = generator if generator is not None else torch.Generator().manual_seed(config.seed)
+    project = data_model.project_ if learn_data and hasattr(data_model, "project_") else None
     history = History()
     epochs = _progress(range(config.epochs), progress, desc=f"train {config.data_model}", leave=False)
     for epoch in epochs:
-        task_model.train()
-        data_model.train(learn_data)
-        total, count = 0.0, 0
-        for x, target, is_raw in _batches(train_loader, device):
-            if learn_data:
-                rgb = _render(data_model, x, is_raw)
-            else:
-                with torch.no_grad():
-                    rgb = _render(data_model, x, is_raw)
-            mask = target.float() if config.task == "segmentation" else None
-            if config.augment == "weak":
-                rgb, mask = weak_augment(rgb, mask, generator=gen)
-            out = task_model(rgb)
-            loss = loss_fn(out, mask if mask is not None else target)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if learn_data and hasattr(data_model, "project_"):
-                data_model.project_()
-            total += float(loss.detach()) * x.shape[0]
-            count += x.shape[0]
+        sums = [0.0, 0]  # loss x samples, samples
+
+        def tally(loss: float, n: int, sums=sums) -> None:
+            sums[0] += loss * n
+            sums[1] += n
+
+        train_epoch(task_model, data_model, _batches(train_loader, device), opt, loss_fn, config.task,
+                    config.augment, gen, render_grad=learn_data, data_train=learn_data, project=project,
+                    after_step=tally)
         if scheduler is not None:
             scheduler.step()
-        history.train_loss.append(total / max(count, 1))
+        history.train_loss.append(sums[0] / max(sums[1], 1))
         if val_loader is not None and ((epoch + 1) % val_every == 0 or epoch + 1 == config.epochs):
             metrics = evaluate(task_model, data_model, val_loader, config.task, num_classes, device)
             history.val.append(metrics)

@@ -5,9 +5,10 @@ you choose (demosaicer, sharpener, denoiser) and whose camera values you nudge (
 level, white-balance gains of R and B, display gamma), next to the difference from the
 reference view ``bi,s,ga`` and the histogram of the result.
 
-The pixels come from :func:`render_settings`, a pure function built from the public stages
-of :mod:`drifthelpers.isp`; with zero offsets and camera values it equals
-:func:`drifthelpers.isp.render` for each of the twelve presets (tested), and ``"none"``
+The pixels come from :func:`render_settings`, a pure function that runs the one ISP chain
+(:func:`drifthelpers.isp.chain.run_stages`, the stages the static presets and the parametrized
+model run too) with the chosen components and values; with zero offsets and camera values it
+equals :func:`drifthelpers.isp.render` for each of the twelve presets (tested), and ``"none"``
 skips the sharpening or denoising stage.
 
 Interactive or static? ipywidgets need a live front end (JupyterLab, Notebook 7, VS Code);
@@ -49,6 +50,7 @@ import torch
 from torch import Tensor
 
 from . import isp
+from .isp.chain import ChainValues, component_ops, run_stages
 
 __all__ = [
     "DEMOSAICERS",
@@ -172,8 +174,9 @@ def render_settings(
 ):
     """Render a raw mosaic with chosen ISP components and nudged camera values.
 
-    The chain of :mod:`drifthelpers.isp` stage by stage: black level → demosaic → white
-    balance → colour matrix → sharpen (luma) → denoise (luma) → clip and gamma. With zero
+    The chain of :mod:`drifthelpers.isp.chain` stage by stage
+    (:func:`drifthelpers.isp.chain.run_stages`): black level → demosaic → white balance →
+    colour matrix → sharpen (luma) → denoise (luma) → clip → gamma. With zero
     ``black_offset`` and ``wb_gains``/``gamma`` left at ``None`` it equals
     :func:`drifthelpers.isp.render` of the preset ``"demosaic,sharpen,denoise"`` (to float
     rounding: ``render`` runs the same stages fused).
@@ -190,7 +193,8 @@ def render_settings(
         wb_gains: ``None`` for the camera's gains, ``(R, B)`` (green kept) or ``(R, G, B)``.
         gamma: display gamma (> 0); ``None`` for the camera's.
         black_unit: ``"dn"`` or ``"fraction"`` (of the white level).
-        return_stages: also return a dict of every stage's output (skipped stages absent).
+        return_stages: also return an OrderedDict of every stage's output, keyed as
+            :data:`drifthelpers.isp.STAGES` (skipped stages absent).
 
     Returns:
         sRGB-gamma image(s) in [0, 1], shape (*, 3, H, W) (and the stages if asked).
@@ -216,21 +220,11 @@ def render_settings(
         raise ValueError(f"gamma must be > 0, got {gamma!r}")
 
     like = dict(dtype=raw.dtype, device=raw.device)
-    stages: dict[str, Tensor] = {}
-    x = isp.subtract_black_level(raw, torch.tensor(black, **like), torch.tensor(camera.white_level, **like))
-    stages["black_level"] = x
-    x = stages["demosaic"] = isp.demosaic(x, camera.cfa, d)
-    x = stages["white_balance"] = isp.white_balance(x, torch.tensor(gains, **like))
-    x = stages["colour_matrix"] = isp.colour_correct(x, torch.tensor(camera.ccm, **like))
-    if s == "s":
-        x = stages["sharpen"] = isp.sharpen(x)
-    elif s == "u":
-        x = stages["sharpen"] = isp.unsharp_mask(x, radius=1.0, amount=1.0)
-    if n == "me":
-        x = stages["denoise"] = isp.denoise_median(x, 3)
-    elif n == "ga":
-        x = stages["denoise"] = isp.denoise_gaussian(x, 0.5)
-    x = stages["gamma"] = isp.gamma_encode(x, g)  # clips to [0, 1] first
+    # the unsharp amount as a value of the image (the form of isp.unsharp_mask), not a constant
+    ops = component_ops(d, s, n, raw, unsharp_amount=torch.ones((), **like))
+    values = ChainValues(camera.cfa, torch.tensor(black, **like), torch.tensor(camera.white_level, **like),
+                         torch.tensor(gains, **like), torch.tensor(camera.ccm, **like), g, *ops)
+    x, stages = run_stages(raw, values)
     return (x, stages) if return_stages else x
 
 

@@ -39,6 +39,24 @@ def real_raw_file(request) -> Path:
 
 
 @pytest.fixture(scope="session")
+def executed_run(tmp_path_factory):
+    """Every notebook of ``notebooks/`` executed once with papermill, as ``./drift run`` does.
+
+    The one execution of the notebooks in the test suite: tests/test_notebooks.py checks it
+    and tests/test_book.py builds the book from it. Returns ``(run_dir, failure)``, where
+    ``failure`` is the :class:`~drifthelpers.batch.NotebookFailed` that stopped the run, or None.
+    """
+    from drifthelpers.batch import NotebookFailed, run_notebooks
+
+    runs = tmp_path_factory.mktemp("executed")
+    try:
+        run_notebooks(run_name="run", runs_dir=runs, progress=False, log=lambda message: None)
+    except NotebookFailed as exc:
+        return runs / "run", exc
+    return runs / "run", None
+
+
+@pytest.fixture(scope="session")
 def tiny_micro(tmp_path_factory):
     """A 27-crop mini microscopy set (64x64, 3 per class) for quick end-to-end experiments."""
     from drifthelpers import datasets

@@ -120,6 +120,21 @@ def test_module_help_import_trace_has_no_torch():
     assert not {m for m in imported if m.split(".")[0] in ("torch", "numba")}
 
 
+def test_every_profile_option_offers_the_profiles_table():
+    """``run``, ``sweep`` and ``forensics`` take their ``--profile`` choices from one table."""
+    from drifthelpers import batch, profiles
+    from drifthelpers.__main__ import build_parser
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    for name in ("run", "sweep", "forensics"):
+        (option,) = [a for a in commands[name]._actions if "--profile" in a.option_strings]
+        assert tuple(option.choices) == profiles.NAMES == batch.PROFILES, name
+    for bad in (["run", "--profile", "huge"], ["forensics", "--profile", "huge"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(bad)
+
+
 MINI_ARGS = ("--seed", "0", "--size", "64", "--n-microscopy", "9", "--min-per-class", "1", "--n-drone", "2",
              "--workers", "1")
 

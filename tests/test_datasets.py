@@ -15,6 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drifthelpers import datasets as D
+from drifthelpers.datasets import files as F
+from drifthelpers.datasets import mini as M
 from drifthelpers.datasets import (
     DatasetCamera,
     DatasetLayoutError,
@@ -133,7 +135,7 @@ def test_manifest_records_everything(mini):
     on_disk = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()} - {"manifest.json"}
     assert listed == on_disk and len(listed) == 18 * 7 + 2
     for rel in list(listed)[:5]:
-        assert D._sha256_file(root / rel) == man["files"][rel]["sha256"]
+        assert F._sha256_file(root / rel) == man["files"][rel]["sha256"]
     assert man["camera"] == json.loads((root / "camera.json").read_text())
 
 
@@ -141,7 +143,9 @@ def test_camera_json_matches_sensor(mini):
     from drifthelpers.sensor import camera_metadata
 
     for kind, params in (("microscopy", MICROSCOPE_CAMERA), ("drone", DRONE_CAMERA)):
-        cam = DatasetCamera.from_dict(json.loads((mini[kind] / "camera.json").read_text()))
+        stored = json.loads((mini[kind] / "camera.json").read_text())
+        assert sorted(stored) == ["black_level", "ccm", "cfa", "notes", "wb_gains", "white_level"]
+        cam = DatasetCamera.from_dict(stored)
         meta = camera_metadata(params)
         assert cam.cfa == meta["cfa"] and cam.white_level == meta["white_level"]
         np.testing.assert_allclose(cam.black_level, meta["black_level"])
@@ -177,7 +181,7 @@ def test_ensure_reuses_an_intact_set(mini_copy, monkeypatch, capsys):
     def boom(*a, **k):
         raise AssertionError("should not rebuild")
 
-    monkeypatch.setattr(D, "_build_one", boom)
+    monkeypatch.setattr(M, "_build_one", boom)
     out = ensure_tiny(mini_copy, seed=0, progress=True)
     assert out["microscopy"] == mini_copy.resolve() / "mini" / "microscopy"
     assert "Reusing mini microscopy" in capsys.readouterr().out
@@ -207,7 +211,7 @@ def test_interrupted_build_leaves_old_set_and_no_temp(mini_copy, monkeypatch):
     target = mini_copy / "mini" / "microscopy"
     before = (target / "manifest.json").read_bytes()
     calls = {"n": 0}
-    real = D._make_microscopy_item
+    real = M._make_microscopy_item
 
     def flaky(job):
         calls["n"] += 1
@@ -215,7 +219,7 @@ def test_interrupted_build_leaves_old_set_and_no_temp(mini_copy, monkeypatch):
             raise KeyboardInterrupt  # like Ctrl-C half way through
         return real(job)
 
-    monkeypatch.setattr(D, "_make_microscopy_item", flaky)
+    monkeypatch.setattr(M, "_make_microscopy_item", flaky)
     with pytest.raises(KeyboardInterrupt):
         build_tiny(mini_copy, seed=9, which="microscopy")
     assert (target / "manifest.json").read_bytes() == before
@@ -225,7 +229,7 @@ def test_interrupted_build_leaves_old_set_and_no_temp(mini_copy, monkeypatch):
 
 def test_stale_temp_folders_of_dead_processes_are_removed(mini_copy):
     pid = 2**22 + 12345
-    while D._pid_alive(pid):  # pragma: no cover - practically never
+    while F._pid_alive(pid):  # pragma: no cover - practically never
         pid += 1
     stale = mini_copy / "mini" / f".drone.tmp-{pid}-0123abcd"
     (stale / "images").mkdir(parents=True)
@@ -376,6 +380,15 @@ def test_bad_intensity(mini, bad):
 # camera metadata and data root
 
 
+def test_one_camera_class_and_every_public_name_exported():
+    from drifthelpers.camera import Camera
+
+    assert DatasetCamera is Camera
+    assert all(type(cam) is Camera for cam in D.REAL_CAMERAS.values())
+    assert [name for name in D.__all__ if not hasattr(D, name)] == []
+    assert D.download.__module__ == "drifthelpers.datasets.zenodo"
+
+
 def test_dataset_camera_roundtrip_and_validation():
     for cam in D.REAL_CAMERAS.values():
         assert DatasetCamera.from_dict(json.loads(json.dumps(cam.to_dict()))) == cam
@@ -386,7 +399,7 @@ def test_dataset_camera_roundtrip_and_validation():
     np.testing.assert_allclose(D.REAL_CAMERAS["drone"].ccm, D.REAL_CAMERAS["drone"].ccm)
     assert np.allclose(np.sum(D.REAL_CAMERAS["drone"].ccm, axis=1), 1.0, atol=1e-6)
     assert abs(cam.black_level[0] - 0.6445) < 1e-3
-    with pytest.raises(ValueError, match="Bayer"):
+    with pytest.raises(ValueError, match="cfa must be one of"):
         DatasetCamera("RGBG", 0, 10, (1, 1, 1), np.eye(3))
     with pytest.raises(ValueError, match="3x3"):
         DatasetCamera("RGGB", 0, 10, (1, 1, 1), np.eye(2))
@@ -398,7 +411,7 @@ def test_dataset_camera_roundtrip_and_validation():
 
 def test_data_root_precedence(tmp_path, monkeypatch):
     monkeypatch.delenv(D.DATA_ENV_VAR, raising=False)
-    repo = Path(D.__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[1]
     assert D.data_root() == repo / "data"
     monkeypatch.setenv(D.DATA_ENV_VAR, str(tmp_path / "env"))
     assert D.data_root() == (tmp_path / "env").resolve()

@@ -11,7 +11,7 @@ import pytest
 import tifffile
 
 from drifthelpers import datasets as D
-from drifthelpers import dataverify as V
+from drifthelpers.datasets import verify as V
 from drifthelpers.__main__ import main
 
 SCALE = 0.02  # 19 crops in 9 classes, 11 drone tiles from 11 frames

@@ -23,8 +23,18 @@ REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
 
 #: Notebooks that follow the exercise conventions (>= 2 checked exercises, a from-scratch
-#: ``check`` cell, the ``install`` cell). Extend it as the other notebooks adopt them.
-EXERCISE_NOTEBOOKS = ["01_raw_acquisition.ipynb", "02_isp_data_model.ipynb"]
+#: ``check`` cell, the ``install`` cell).
+EXERCISE_NOTEBOOKS = ["01_raw_acquisition.ipynb", "02_isp_data_model.ipynb", "03_drift_synthesis.ipynb",
+                      "04_drift_forensics.ipynb", "05_drift_optimisation.ipynb"]
+
+#: Parameters injected (like papermill's) into the student-version run up to the first exercise,
+#: to keep it short: the lessons before it train their models for one epoch when the checkpoint
+#: cache does not hold them, on one data set.
+FAST_PARAMETERS = {
+    "03_drift_synthesis.ipynb": {"epochs": 1, "which": "microscopy"},
+    "04_drift_forensics.ipynb": {"epochs": 1},
+    "05_drift_optimisation.ipynb": {"data_sets": ["microscopy"]},
+}
 
 SOLUTION = '''# Exercise 2a: add two numbers
 def add(a, b):
@@ -186,6 +196,12 @@ def test_notebook_has_checked_exercises_and_a_from_scratch_check(name):
     assert any("check" in _tags(c) and "assert" in c.source for c in cells), f"{name}: no from-scratch check"
 
 
+@pytest.mark.parametrize("name", EXERCISE_NOTEBOOKS)
+def test_notebook_states_its_equations(name):
+    markdown = "\n".join(c.source for c in _read(name).cells if c.cell_type == "markdown")
+    assert markdown.count("$$") >= 2 and markdown.count("$$") % 2 == 0, f"{name}: no display equation"
+
+
 def _repository_url() -> str | None:
     urls = tomllib.loads((REPO / "pyproject.toml").read_text())["project"].get("urls", {})
     keys = ("repository", "source", "source code", "code", "homepage")
@@ -246,11 +262,14 @@ def test_set_install_cell_rewrites_only_that_cell(tmp_path):
         exercises.set_install_cell(path, "https://example.org/r.git")
 
 
-def _slice_to_first_exercise_check(nb: nbformat.NotebookNode, output_dir: Path) -> nbformat.NotebookNode:
-    """The notebook up to its first exercise check, with ``output_dir`` injected like papermill."""
+def _slice_to_first_exercise_check(nb: nbformat.NotebookNode, output_dir: Path,
+                                   overrides: dict | None = None) -> nbformat.NotebookNode:
+    """The notebook up to its first exercise check, with ``output_dir`` and ``overrides``
+    injected below the parameters cell like papermill."""
     first = next(i for i, c in enumerate(nb.cells) if "exercise-check" in _tags(c))
     params = next(i for i, c in enumerate(nb.cells) if "parameters" in _tags(c))
-    inject = nbformat.v4.new_code_cell(f"output_dir = {str(output_dir)!r}")
+    values = {**(overrides or {}), "output_dir": str(output_dir)}
+    inject = nbformat.v4.new_code_cell("\n".join(f"{k} = {v!r}" for k, v in values.items()))
     nb.cells = nb.cells[: params + 1] + [inject] + nb.cells[params + 1 : first + 1]
     return nb
 
@@ -263,7 +282,8 @@ def test_student_version_runs_up_to_the_first_exercise_and_stops_there(name, tmp
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
-    student = _slice_to_first_exercise_check(student_notebook(_read(name), name), tmp_path / "out")
+    student = _slice_to_first_exercise_check(student_notebook(_read(name), name), tmp_path / "out",
+                                             FAST_PARAMETERS.get(name))
     label = next(c.source.split(":")[0][2:] for c in student.cells if "exercise" in _tags(c))
     client = NotebookClient(student, kernel_name="python3", timeout=300, resources={"metadata": {"path": str(tmp_path)}})
     with pytest.raises(CellExecutionError) as info:

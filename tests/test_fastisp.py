@@ -1,4 +1,4 @@
-"""The fused CPU kernels of drifthelpers.fastisp against the torch reference path of isp."""
+"""The fused CPU kernels of drifthelpers.isp.fastisp against the torch reference path of isp."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from drifthelpers import fastisp, isp
+from drifthelpers import isp
+from drifthelpers.isp import fastisp, fastkernels
+from drifthelpers.isp.tables import _BILINEAR_KERNELS, _GAMMA_EPS
 from drifthelpers.raw import CFA_PATTERNS
 
 pytestmark = pytest.mark.skipif(not fastisp.available(), reason="numba is not installed")
@@ -82,7 +84,7 @@ def encode(values: np.ndarray, gamma: float) -> np.ndarray:
     n = values.size
     lin = np.repeat(values.reshape(1, 1, 1, n), 3, axis=1).astype(np.float32)
     zeros = np.zeros((1, 1, n), dtype=np.float32)
-    fastisp._tail_rows(lin, zeros, zeros, 0, np.float32(1 / gamma), np.float32(isp._GAMMA_EPS), 0, 1)
+    fastkernels._tail_rows(lin, zeros, zeros, 0, np.float32(1 / gamma), np.float32(_GAMMA_EPS), 0, 1)
     assert np.array_equal(lin[0, 0], lin[0, 2], equal_nan=True)
     return lin[0, 0]
 
@@ -190,27 +192,27 @@ def test_set_enabled_and_environment_switch():
         assert not fastisp.enabled()
     finally:
         fastisp.set_enabled(previous)
-    code = "from drifthelpers import fastisp; print(fastisp.enabled())"
+    code = "from drifthelpers.isp import fastisp; print(fastisp.enabled())"
     env = dict(os.environ, DRIFTHELPERS_FAST_ISP="0")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
 def test_generated_demosaic_module_is_written_once_and_reused(tmp_path, monkeypatch):
-    """The demosaic loops are generated from isp._phase_plan into a module file (so Numba can
+    """The demosaic loops are generated from tables._phase_plan into a module file (so Numba can
     cache the compiled code); written atomically, reused, and compiled from memory where no
     folder is writable."""
     monkeypatch.setenv("DRIFTHELPERS_KERNEL_CACHE", str(tmp_path / "kernels"))
     fastisp._demosaic_kernel.cache_clear()
     try:
-        kernel, outputs, pad = fastisp._demosaic_kernel("GBRG", isp._BILINEAR_KERNELS)
+        kernel, outputs, pad = fastisp._demosaic_kernel("GBRG", _BILINEAR_KERNELS)
         files = list((tmp_path / "kernels").iterdir())
         module = [f for f in files if f.suffix == ".py"]
         assert len(module) == 1 and not [f for f in files if f.name.endswith(".part")]
         assert module[0].read_text() == fastisp._demosaic_source(outputs) and pad == 2
         stamp = module[0].stat().st_mtime_ns
         fastisp._demosaic_kernel.cache_clear()
-        fastisp._demosaic_kernel("GBRG", isp._BILINEAR_KERNELS)
+        fastisp._demosaic_kernel("GBRG", _BILINEAR_KERNELS)
         assert module[0].stat().st_mtime_ns == stamp  # not rewritten
         cam, raw = camera("GBRG"), mosaic(1, 16, 16)
         on_disk = isp.render(raw, "bi,s,me", cam)
@@ -248,7 +250,7 @@ def test_without_numba_everything_renders_on_the_torch_path():
     code = (
         "import sys; sys.modules['numba'] = None\n"
         "import torch\n"
-        "from drifthelpers import fastisp, isp\n"
+        "from drifthelpers import isp\nfrom drifthelpers.isp import fastisp\n"
         "assert not fastisp.available() and not fastisp.enabled()\n"
         "cam = isp.CameraParams('RGGB', (32.0,) * 4, 1023.0)\n"
         "out = isp.render(torch.full((2, 1, 32, 32), 300.0), 'me,u,ga', cam)\n"

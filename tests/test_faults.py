@@ -173,6 +173,16 @@ def test_strict_types_in_the_python_api(nb_dir):
             check_parameters(nbs, bad)
 
 
+def test_booleans_take_the_shells_spelling_and_nothing_else(nb_dir):
+    """`-p flag true` (as the docs write it) and `-p flag True` are booleans; other words are not."""
+    nbs = list_notebooks(nb_dir)
+    for text, value in (("true", True), ("TRUE", True), ("True", True), ("false", False), ("False", False)):
+        assert check_parameters(nbs, {"flag": text}) == {"01_calc.ipynb": {"flag": value}}
+    for bad in ("yes", "1", "0", "on", "truthy"):
+        with pytest.raises(ParameterError, match="expects bool"):
+            check_parameters(nbs, {"flag": bad})
+
+
 def test_ctrl_c_during_run_writes_an_interrupted_summary(tmp_path):
     nbs = tmp_path / "nbs"
     nbs.mkdir()
@@ -332,7 +342,7 @@ def test_render_checks_a_read_only_folder_before_rendering(mini_tiff, tmp_path, 
     def must_not_render(*a, **k):
         raise AssertionError("rendered before checking the output folder")
 
-    monkeypatch.setattr(isp, "load_raw_file", must_not_render)
+    monkeypatch.setattr(isp.files, "load_raw_file", must_not_render)
     code, _, err = cli(["render", mini_tiff, "-o", tmp_path / "v.png"], capsys)
     assert code == 2 and f"folder {tmp_path} is not writable" in err
 
@@ -408,7 +418,7 @@ HANDLERS = [
     (["data", "mini", "--force"], "drifthelpers.datasets", "build_mini"),
     (["data", "download", "raw-drone"], "drifthelpers.datasets", "download"),
     (["render", "x.dng", "-o", "x.png"], "drifthelpers.isp", "render_file"),
-    (["forensics"], "drifthelpers.forensics", "run_cli"),
+    (["forensics"], "drifthelpers.cli_forensics", "run_cli"),
 ]
 
 
@@ -445,7 +455,7 @@ def test_mini_build_lock_excludes_a_second_builder(tmp_path):
     """The mini-set lock is a real inter-process lock (filelock), held while building."""
     from filelock import FileLock
 
-    from drifthelpers.datasets import _exclusive_lock
+    from drifthelpers.datasets.files import _exclusive_lock
 
     lock_path = tmp_path / "mini" / ".microscopy.lock"
     with _exclusive_lock(lock_path):

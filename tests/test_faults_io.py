@@ -32,7 +32,7 @@ import tifffile
 import torch
 
 from drifthelpers import datasets, fastisp, isp
-from drifthelpers.datasets import UnsafeArchiveError, safe_extract
+from drifthelpers.datasets import UnsafeArchiveError, loaders, safe_extract
 from drifthelpers.fileio import default_file_mode
 from drifthelpers.models import build_task_model
 from drifthelpers.raw import (
@@ -139,7 +139,7 @@ needs_numba = pytest.mark.skipif(not fastisp.available(), reason="numba is not i
 
 @needs_numba
 def test_planted_bytecode_in_the_kernel_cache_is_not_executed(kernel_folder, tmp_path):
-    kernel, outputs, _ = fastisp._demosaic_kernel("RGGB", isp._BILINEAR_KERNELS)
+    kernel, outputs, _ = fastisp._demosaic_kernel("RGGB", isp.tables._BILINEAR_KERNELS)
     name = kernel.py_func.__module__
     source = kernel_folder / f"{name}.py"
     assert source.read_text() == fastisp._demosaic_source(outputs)
@@ -154,7 +154,7 @@ def test_planted_bytecode_in_the_kernel_cache_is_not_executed(kernel_folder, tmp
     pyc.write_bytes(header + marshal.dumps(evil))
     fastisp._demosaic_kernel.cache_clear()
     sys.modules.pop(name, None)
-    kernel2, _, _ = fastisp._demosaic_kernel("RGGB", isp._BILINEAR_KERNELS)
+    kernel2, _, _ = fastisp._demosaic_kernel("RGGB", isp.tables._BILINEAR_KERNELS)
     assert not marker.exists(), "bytecode planted in the kernel cache folder was executed"
     assert kernel2.py_func.__code__.co_filename == str(source)
 
@@ -186,7 +186,7 @@ def test_kernel_cache_folder_not_private_to_the_user_is_refused(kernel_folder, m
     with pytest.warns(RuntimeWarning, match=why):
         assert fastisp._kernel_folder() is None
     with pytest.warns(RuntimeWarning, match="kernel cache folder refused"):
-        kernel, _, _ = fastisp._demosaic_kernel("GRBG", isp._BILINEAR_KERNELS)
+        kernel, _, _ = fastisp._demosaic_kernel("GRBG", isp.tables._BILINEAR_KERNELS)
     assert callable(kernel)
     assert not list(kernel_folder.glob("*.py")), "a module was written into a refused folder"
 
@@ -210,7 +210,7 @@ def test_fresh_kernel_cache_folder_is_private_under_a_group_writable_umask(tmp_p
 def test_kernel_module_name_does_not_depend_on_the_hash_seed(tmp_path):
     code = textwrap.dedent("""
         from drifthelpers import fastisp, isp
-        kernel = fastisp._demosaic_kernel("RGGB", isp._BILINEAR_KERNELS)[0]
+        kernel = fastisp._demosaic_kernel("RGGB", isp.tables._BILINEAR_KERNELS)[0]
         print(kernel.py_func.__module__)
     """)
     names = set()
@@ -268,7 +268,7 @@ def test_archive_beyond_the_limits_is_refused_before_writing(tmp_path, kind, cas
 def test_archive_refused_when_the_disk_would_be_full(tmp_path, kind, monkeypatch):
     archive = _archive(tmp_path, kind, {"x.bin": os.urandom(5000)})
     usage = shutil.disk_usage(tmp_path)
-    monkeypatch.setattr(datasets.shutil, "disk_usage", lambda p: usage._replace(free=4000))
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=4000))
     with pytest.raises(UnsafeArchiveError, match="free") as info:
         safe_extract(archive, tmp_path / "out", min_free_bytes=0)
     assert str(archive) in str(info.value)
@@ -320,8 +320,8 @@ READERS = {
     "read_raw": read_raw,
     "read_tiff": read_tiff,
     "load_raw_file (data-set TIFF)": isp.load_raw_file,
-    "data-set mosaic loader": datasets._read_mosaic,
-    "data-set mask loader": datasets._read_mask,
+    "data-set mosaic loader": loaders._read_mosaic,
+    "data-set mask loader": loaders._read_mask,
 }
 
 
@@ -488,13 +488,13 @@ def _corrupt_png(tmp_path):
 
 
 LOADER_CASES = {
-    "truncated mosaic": (datasets._read_mosaic, lambda d: _bad_tiff(d / "m.tiff")),
-    "RGB mosaic": (datasets._read_mosaic, _rgb_mosaic),
-    "not a TIFF mosaic": (datasets._read_mosaic, _text_mosaic),
-    "a folder as mosaic": (datasets._read_mosaic, _folder_mosaic),
-    "truncated TIFF mask": (datasets._read_mask, lambda d: _bad_tiff(d / "k.tif")),
-    "corrupt PNG mask": (datasets._read_mask, _corrupt_png),
-    "missing PNG mask": (datasets._read_mask, lambda d: d / "k.png"),
+    "truncated mosaic": (loaders._read_mosaic, lambda d: _bad_tiff(d / "m.tiff")),
+    "RGB mosaic": (loaders._read_mosaic, _rgb_mosaic),
+    "not a TIFF mosaic": (loaders._read_mosaic, _text_mosaic),
+    "a folder as mosaic": (loaders._read_mosaic, _folder_mosaic),
+    "truncated TIFF mask": (loaders._read_mask, lambda d: _bad_tiff(d / "k.tif")),
+    "corrupt PNG mask": (loaders._read_mask, _corrupt_png),
+    "missing PNG mask": (loaders._read_mask, lambda d: d / "k.png"),
 }
 
 
@@ -511,7 +511,7 @@ def test_data_set_file_errors_name_the_file(tmp_path, case):
 def test_bad_camera_json_names_the_file(tmp_path, content):
     (tmp_path / "camera.json").write_text(content)
     with pytest.raises(ValueError, match="camera.json"):
-        datasets._read_camera(tmp_path, "microscopy")
+        loaders._read_camera(tmp_path, "microscopy")
 
 
 def test_data_set_item_with_a_damaged_file_names_it(tiny_micro, tmp_path):

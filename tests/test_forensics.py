@@ -18,7 +18,7 @@ import pytest
 import torch
 from torch import nn
 
-from drifthelpers import forensics as fx
+from drifthelpers import cli_forensics, forensics as fx
 from drifthelpers.isp import CameraParams, ParametrizedDataModel
 
 A1 = 0.04  # left tone (fraction of white); right tone = A1 * r
@@ -286,13 +286,13 @@ def test_envelope_axes_start_at_the_reference():
 
 
 def test_cli_usage_errors_exit_2(tmp_path, capsys):
-    assert fx.cli_main(["--preset", "bi,u,me"]) == 2
+    assert cli_forensics.cli_main(["--preset", "bi,u,me"]) == 2
     assert "s,ga" in capsys.readouterr().err
-    assert fx.cli_main(["--tolerance", "1.5"]) == 2
-    assert fx.cli_main(["--checkpoint", str(tmp_path / "missing.pt")]) == 2
+    assert cli_forensics.cli_main(["--tolerance", "1.5"]) == 2
+    assert cli_forensics.cli_main(["--checkpoint", str(tmp_path / "missing.pt")]) == 2
     assert "no such file" in capsys.readouterr().err
-    assert fx.cli_main(["--output", str(tmp_path)]) == 2
-    assert fx.cli_main(["--dataset", "nope"]) == 2  # argparse's own error
+    assert cli_forensics.cli_main(["--output", str(tmp_path)]) == 2
+    assert cli_forensics.cli_main(["--dataset", "nope"]) == 2  # argparse's own error
 
 
 @pytest.mark.slow
@@ -305,7 +305,7 @@ def test_cli_runs_the_envelope_for_a_checkpoint(tmp_path, capsys):
     ckpt = tmp_path / "task.pt"
     torch.save(build_task_model("small_cnn", num_classes=9).state_dict(), ckpt)
     out = tmp_path / "env.json"
-    assert fx.cli_main(["--checkpoint", str(ckpt), "--points", "2", "--refine", "0", "-o", str(out)]) == 0
+    assert cli_forensics.cli_main(["--checkpoint", str(ckpt), "--points", "2", "--refine", "0", "-o", str(out)]) == 0
     printed = capsys.readouterr().out
     spec = json.loads(out.read_text())
     assert "Operating envelope" in printed and "gamma" in spec["parameters"]

@@ -16,7 +16,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import isp_reference as ref
-from drifthelpers import fastisp, isp
+from drifthelpers import isp
+from drifthelpers.isp import fastisp, static
+from drifthelpers.isp.chain import ChainValues, component_ops, run_chain
+from drifthelpers.isp.demosaicing import _abs_diff_ahead, _padded_difference
+from drifthelpers.isp.stages import _gaussian_blur, _median3x3, _on_luma
+from drifthelpers.isp.tables import _GAMMA_EPS
+from drifthelpers.isp.tensors import _pad_reflect
 from drifthelpers.raw import CFA_PATTERNS, RawImage, cfa_to_kornia
 
 PAPER_LABELS = "bi,s,me bi,s,ga bi,u,me bi,u,ga ma,s,me ma,s,ga ma,u,me ma,u,ga me,s,me me,s,ga me,u,me me,u,ga"
@@ -89,6 +95,22 @@ DEMOSAICERS = {
     "ma": (isp.demosaic_malvar2004, 2),
     "me": (isp.demosaic_menon2007, 10),
 }
+
+
+@pytest.mark.parametrize("codes", [("xx", "s", "me"), ("bi", "median", "me"), ("bi", "s", "gauss")])
+def test_unknown_component_code_is_rejected(codes):
+    with pytest.raises(ValueError, match="must be one of"):
+        component_ops(*codes, torch.zeros(1))
+
+
+def test_skipped_luma_stages_leave_the_fused_and_staged_chains_equal():
+    raw = torch.rand(2, 1, 16, 16, dtype=torch.float64) * 900 + 60
+    t = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+    values = ChainValues(CAMERA.cfa, t(CAMERA.black_level), t(CAMERA.white_level), t(CAMERA.wb_gains),
+                         t(CAMERA.ccm), CAMERA.gamma, *component_ops("ma", "none", "none", raw))
+    staged, stages = run_chain(raw, values, return_stages=True)
+    assert "sharpen" not in stages and "denoise" not in stages and list(stages)[-2:] == ["clip", "gamma"]
+    torch.testing.assert_close(run_chain(raw, values), staged, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("cfa", CFA_PATTERNS)
@@ -277,7 +299,7 @@ def _unsharp_one_axis(rgb: torch.Tensor) -> torch.Tensor:
         g = kornia.filters.get_gaussian_kernel1d(9, 1.0).to(y)
         blur = torch.nn.functional.conv2d(torch.nn.functional.pad(y, (4, 4, 0, 0), mode="reflect"), g.view(1, 1, 1, 9))
         return 2 * y - blur
-    return isp._on_luma(rgb, op)
+    return _on_luma(rgb, op)
 
 
 def test_unsharp_mask_is_isotropic_2d():
@@ -313,7 +335,7 @@ def test_median3x3_equals_kornia_and_scipy():
     g = torch.Generator().manual_seed(1)
     y = torch.randint(0, 5, (3, 1, 17, 23), generator=g).double() / 4  # many ties
     y = torch.cat([y, torch.rand(2, 1, 17, 23, dtype=torch.float64, generator=g)])
-    ours = isp._median3x3(y)
+    ours = _median3x3(y)
     torch.testing.assert_close(ours, kornia.filters.median_blur(y, 3, border_type="reflect"), rtol=0, atol=0)
     for i in range(y.shape[0]):
         np.testing.assert_array_equal(ours[i, 0].numpy(), ndimage.median_filter(y[i, 0].numpy(), 3, mode="mirror"))
@@ -383,7 +405,7 @@ def test_static_model_equals_function_and_staged_path(preset):
     """Module == function; the fused path (no stages) == the staged path: 1e-12 in float64,
     and in float32 1e-6 before gamma (the power law's slope near black, up to ~10^3, magnifies
     float32 rounding, so the final float32 images, fused (in float32 the kernels of
-    drifthelpers.fastisp) and staged, are each compared with float64 at 5e-5)."""
+    drifthelpers.isp.fastisp) and staged, are each compared with float64 at 5e-5)."""
     cam = camera("GRBG")
     raw = torch.from_numpy(raw_dn("GRBG")).float()[None, None].repeat(2, 1, 1, 1)
     model = isp.StaticDataModel(preset, cam)
@@ -640,12 +662,12 @@ def test_menon_on_sites_equals_general_path(cfa, refining_step):
 
 def test_render_in_row_bands_equals_whole_frame(monkeypatch):
     """Large frames are rendered in overlapping bands of rows: bit-identical to one piece.
-    (The torch path; the fused kernels of drifthelpers.fastisp render whole frames.)"""
+    (The torch path; the fused kernels of drifthelpers.isp.fastisp render whole frames.)"""
     monkeypatch.setattr(fastisp, "_ENABLED", False)
     cam = camera("GBRG")
     raw = torch.from_numpy(raw_dn("GBRG", cam, 130, 40, seed=2)).float()[None, None]
     whole = {p: isp.render(raw, p, cam) for p in isp.PRESETS}
-    monkeypatch.setattr(isp, "_BAND_PIXELS", 40 * 20)  # bands of 20 rows + halos
+    monkeypatch.setattr(static, "_BAND_PIXELS", 40 * 20)  # bands of 20 rows + halos
     for p in isp.PRESETS:
         assert torch.equal(isp.render(raw, p, cam), whole[p]), p
 
@@ -655,11 +677,11 @@ def test_pad_free_helpers_equal_padding():
     for shape in [(2, 1, 9, 9), (1, 3, 20, 13), (1, 1, 4, 5)]:
         x, y = torch.rand(shape, generator=g), torch.rand(shape, generator=g)
         for pad in (1, 2):
-            assert torch.equal(isp._padded_difference(x, y, pad), isp._pad_reflect(x - y, pad, pad))
+            assert torch.equal(_padded_difference(x, y, pad), _pad_reflect(x - y, pad, pad))
         for vertical, dim in ((False, -1), (True, -2)):
             padding = (0, 0, 0, 2) if vertical else (0, 2, 0, 0)
             ahead = torch.nn.functional.pad(x, padding, mode="reflect").narrow(dim, 2, x.shape[dim])
-            assert torch.equal(isp._abs_diff_ahead(x, vertical), (x - ahead).abs())
+            assert torch.equal(_abs_diff_ahead(x, vertical), (x - ahead).abs())
 
 
 def test_gaussian_blur_equals_kornia():
@@ -667,13 +689,13 @@ def test_gaussian_blur_equals_kornia():
     y = torch.rand(2, 1, 17, 23, dtype=torch.float64, generator=g)
     for sigma, size in [(0.5, 5), (1.0, 9), (1.5, 13)]:
         expected = kornia.filters.gaussian_blur2d(y, (size, size), (sigma, sigma), border_type="reflect")
-        torch.testing.assert_close(isp._gaussian_blur(y, sigma, size), expected, rtol=0, atol=1e-14)
+        torch.testing.assert_close(_gaussian_blur(y, sigma, size), expected, rtol=0, atol=1e-14)
 
 
 def test_gamma_backward_equals_autograd_through_the_formula():
     """The hand-written backward gives autograd's derivative of the composite formula, clamp
     ends included (values exactly at 0, eps and 1), for a shared and a per-image gamma."""
-    eps = isp._GAMMA_EPS
+    eps = _GAMMA_EPS
     for dtype in (torch.float32, torch.float64):
         v = torch.tensor([-0.5, 0.0, 1e-9, eps, 2e-6, 0.3, 1.0, 2.0], dtype=dtype)
         v = torch.cat([v, torch.rand(100, dtype=dtype) * 1.4 - 0.2]).view(1, 1, 1, -1).expand(2, 3, 1, -1)

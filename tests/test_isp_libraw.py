@@ -40,6 +40,7 @@ import pytest
 import torch
 
 from drifthelpers import isp
+from drifthelpers.isp.tensors import _site_map
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "raw"
 CANON = DATA / "canon_powershot_g2_CRW_0304.CRW"
@@ -77,7 +78,7 @@ def _linear(raw_image, cam: isp.CameraParams, cfa: str | None = None, matrix: bo
     from drifthelpers.raw import cfa_channel_indices
 
     per_site = 1.0 / gains[list(cfa_channel_indices(cfa))]
-    x = torch.minimum(x, isp._site_map(per_site, *x.shape[-2:]))  # LibRaw's pre-demosaic highlight clip
+    x = torch.minimum(x, _site_map(per_site, *x.shape[-2:]))  # LibRaw's pre-demosaic highlight clip
     rgb = isp.white_balance(isp.demosaic_bilinear(x, cfa), gains)
     if matrix:
         rgb = isp.colour_correct(rgb, cam.ccm)

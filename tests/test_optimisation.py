@@ -273,6 +273,24 @@ def test_config_validation_and_profiles():
     assert op.config_for("microscopy", "paper").model == "resnet18"
 
 
+def test_profiles_are_read_from_the_one_table():
+    from drifthelpers import profiles
+
+    assert op.PROFILES == profiles.section("optimisation")
+    assert op.PROFILES["quick"]["microscopy"] is profiles.PROFILES["quick"]["optimisation"]["microscopy"]
+    # the quick sizes a notebook-05 run is measured with
+    assert profiles.settings("optimisation", "quick", "microscopy") == dict(
+        model="small_cnn", epochs=12, batch_size=8, lr=2e-3, data_lr=2e-3, image_size=64, learn_demosaic=False)
+    for name in profiles.NAMES:
+        for dataset in profiles.DATASETS:
+            assert op.config_for(dataset, name).to_dict() == op.JointConfig(
+                dataset=dataset, **profiles.PROFILES[name]["optimisation"][dataset]).to_dict()
+    with pytest.raises(ValueError, match="control"):
+        profiles.section("widgets")
+    with pytest.raises(ValueError, match="dataset"):
+        profiles.settings("synthesis", "quick", "satellite")
+
+
 def test_learned_data_model_rejects_raw_direct():
     with pytest.raises(ValueError, match="raw_direct"):
         op.learned_data_model(op.ArmRun("raw_direct", 0, "accuracy"), CAMERA)

@@ -48,7 +48,8 @@ OVERRIDES = {
 def test_paper_profile_runs_on_the_standin(tmp_path, monkeypatch):
     import torch
 
-    from drifthelpers import dataverify, synthesis
+    from drifthelpers import synthesis
+    from drifthelpers.datasets import verify as dataverify
     from drifthelpers.batch import run_notebooks
     from drifthelpers.fileio import atomic_write_json, atomic_write_text
 

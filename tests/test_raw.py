@@ -10,6 +10,7 @@ import rawpy
 import tifffile
 import torch
 
+from drifthelpers.camera import IDENTITY_CCM, Camera
 from drifthelpers.raw import (
     CFA_PATTERNS,
     CorruptRawFileError,
@@ -211,6 +212,18 @@ class TestRawImage:
         """Rows of a ccm sum to one: a camera-neutral pixel stays neutral."""
         ccm = xyz_to_cam_to_ccm(XYZ_TO_CAM)
         np.testing.assert_allclose(ccm @ np.ones(3), np.ones(3), atol=1e-12)
+
+    def test_to_camera_carries_the_rendering_values(self):
+        img = make_image(cfa="GBRG", wb_gains=(2.0, 1.0, 1.5))
+        cam = img.to_camera(gamma=2.4)
+        assert cam == Camera.from_raw_image(img, 2.4)
+        assert (cam.cfa, cam.black_level, cam.white_level) == ("GBRG", img.black_level, img.white_level)
+        assert cam.wb_gains == (2.0, 1.0, 1.5) and cam.gamma == 2.4
+        np.testing.assert_array_equal(np.array(cam.ccm), img.ccm)
+
+    def test_to_camera_without_wb_and_matrix_uses_unit_gains_and_identity(self):
+        cam = make_image(wb_gains=None, xyz_to_cam=None).to_camera()
+        assert cam.wb_gains == (1.0, 1.0, 1.0) and cam.ccm == IDENTITY_CCM and cam.gamma == 2.2
 
     def test_summary_is_json_ready(self):
         import json
@@ -441,6 +454,17 @@ class TestRealFiles:
         assert img.ccm is None and img.xyz_to_cam is None
         assert img.pixel_aspect == pytest.approx(1.5346, rel=1e-3)
         assert img.raw.shape == (976, 848)  # sensor grid kept
+
+    def test_camera_view_of_real_files(self, canon_crw, kodak_kdc):
+        """The Kodak file lacks WB and matrix: its camera renders in camera RGB (unit gains,
+        identity); the Canon file's camera carries the normalised WB and LibRaw's matrix."""
+        kodak = read_raw(kodak_kdc).to_camera()
+        assert (kodak.cfa, kodak.wb_gains, kodak.ccm) == ("GRBG", (1.0, 1.0, 1.0), IDENTITY_CCM)
+        canon_img = read_raw(canon_crw)
+        canon = canon_img.to_camera()
+        assert (canon.black_level, canon.white_level) == ((32.0,) * 4, 1023.0)
+        assert canon.wb_gains == canon_img.wb_gains
+        np.testing.assert_array_equal(np.array(canon.ccm), canon_img.ccm)
 
     @pytest.mark.parametrize("fraction", [0.9, 0.5, 0.05])
     def test_truncated_real_files(self, real_raw_file, tmp_path, fraction):

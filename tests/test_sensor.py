@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from drifthelpers.camera import Camera
 from drifthelpers.raw import CFA_PATTERNS, cfa_channel_indices
 from drifthelpers.sensor import (
     DRONE_CAMERA,
@@ -262,6 +263,32 @@ def test_metadata_renders_grey_as_grey(camera):
 
 def test_drone_wb_matches_published_gains():
     assert np.allclose(camera_metadata(DRONE_CAMERA)["wb_gains"], [2.87, 1.0, 1.73], atol=0.02)
+
+
+JUSTIFIED = SensorParams(cfa="GBRG", bit_depth=10, left_justify_bits=6, black_level_dn=50.0,
+                         colour_response=((0.5, 0.1, 0.0), (0.1, 0.9, 0.1), (0.0, 0.2, 0.6)))
+
+
+@pytest.mark.parametrize("params", [MICROSCOPE_CAMERA, DRONE_CAMERA, JUSTIFIED])
+def test_camera_view_carries_the_metadata(params):
+    md = camera_metadata(params)
+    cam = params.camera(notes="simulated", gamma=2.4)
+    assert isinstance(cam, Camera)
+    assert cam.cfa == md["cfa"] == params.cfa
+    assert cam.black_level == tuple(md["black_level"].tolist())
+    assert cam.white_level == md["white_level"]
+    assert cam.wb_gains == tuple(md["wb_gains"].tolist())
+    assert cam.ccm == tuple(tuple(row) for row in md["ccm"].tolist())
+    assert (cam.gamma, cam.notes) == (2.4, "simulated")
+    assert params.camera().gamma == 2.2
+
+
+def test_camera_view_levels_are_those_of_the_simulated_mosaics():
+    cam = JUSTIFIED.camera()
+    dark = simulate_raw(flat_field((4, 4), 0.0), JUSTIFIED, noise=False)
+    bright = simulate_raw(flat_field((4, 4), 100.0), JUSTIFIED, noise=False)
+    assert cam.black_level == (50.0 * 64,) * 4 and np.all(dark == cam.black_level[0])
+    assert cam.white_level == 1023 * 64 and np.all(bright == cam.white_level)
 
 
 # --------------------------------------------------------------------------- determinism / series

@@ -43,6 +43,24 @@ def test_config_validation():
     assert len(synthesis.SynthesisConfig().presets) == 12
 
 
+def test_profiles_are_read_from_the_one_table():
+    from drifthelpers import profiles
+
+    assert synthesis.PROFILES == profiles.section("synthesis")
+    assert synthesis.PROFILES["paper"]["drone"] is profiles.PROFILES["paper"]["synthesis"]["drone"]
+    assert profiles.settings("synthesis", "quick", "drone") == dict(
+        model="small_unet", epochs=12, batch_size=8, lr=1e-3, n_splits=2, image_size=48)
+    for name in profiles.NAMES:
+        for dataset in profiles.DATASETS:  # every profile builds a valid configuration
+            assert synthesis.SynthesisConfig(dataset=dataset, **profiles.settings("synthesis", name, dataset))
+    with pytest.raises(ValueError, match="profile must be one of"):
+        profiles.settings("synthesis", "huge", "drone")
+    for entry in profiles.PROFILES.values():  # every profile says what it reads and what it needs
+        assert entry["data_source"] in ("mini", "zenodo", "standin") and isinstance(entry["needs_gpu"], bool)
+        required = {"data_source", "needs_gpu", *profiles.SECTIONS}
+        assert required <= set(entry) <= required | {"data", "optimisation_seeds"}
+
+
 def test_mixed_view_dataset_covers_every_preset():
     views = {p: torch.full((4, 3, 2, 2), float(k)) for k, p in enumerate("abc")}
     ds = synthesis.MixedViewDataset(views, torch.arange(4), [1, 3])

@@ -21,7 +21,9 @@ from drifthelpers.training import (
     iou,
     macro_f1,
     resolve_device,
+    loss_function,
     seed_everything,
+    train_epoch,
     weak_augment,
 )
 
@@ -176,6 +178,60 @@ def test_fit_val_every_scores_less_often_and_trains_the_same_weights():
     with pytest.raises(ValueError, match="val_every"):
         fit(build_task_model("small_cnn", 3), _Replicate(), loader, None, cfg, num_classes=3, progress=False,
             val_every=0)
+
+
+class _Gain(nn.Module):
+    """A data model with one learnable gain, kept inside [0.5, 2] by ``project_``."""
+
+    def __init__(self):
+        super().__init__()
+        self.gain = nn.Parameter(torch.tensor(1.0))
+        self.projected = 0
+
+    def forward(self, raw):
+        return raw.repeat(1, 3, 1, 1) * self.gain
+
+    @torch.no_grad()
+    def project_(self):
+        self.projected += 1
+        self.gain.clamp_(0.5, 2.0)
+
+
+def _raw_batches(ds, size):
+    return [(ds.raw[i:i + size], ds.labels[i:i + size], True) for i in range(0, len(ds), size)]
+
+
+@pytest.mark.parametrize("render_grad", [False, True])
+def test_train_epoch_one_step_per_batch(render_grad):
+    ds = _ColourDataset(n=10)
+    seed_everything(0)
+    model, dm = build_task_model("small_cnn", num_classes=3), _Gain()
+    opt = torch.optim.Adam([{"params": model.parameters()}, {"params": dm.parameters(), "lr": 0.5}], lr=1e-2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    seen = []
+    train_epoch(model, dm, _raw_batches(ds, 4), opt, loss_function("classification"), "classification", "weak",
+                torch.Generator().manual_seed(0), render_grad=render_grad, project=dm.project_,
+                after_step=lambda loss, n: seen.append((loss, n)))
+    assert [n for _, n in seen] == [4, 4, 2] and all(loss > 0 for loss, _ in seen)
+    assert dm.projected == 3 and model.training and not dm.training
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    # the data model moves only when rendered with gradients, and stays inside its bounds
+    assert (dm.gain.grad is not None) == render_grad
+    assert (dm.gain.item() != 1.0) == render_grad and 0.5 <= dm.gain.item() <= 2.0
+
+
+def test_fit_learns_the_data_model_only_with_a_data_learning_rate():
+    ds = _ColourDataset(n=12)
+    gains = {}
+    for data_lr in (0.0, 0.5):
+        seed_everything(0)
+        model, dm = build_task_model("small_cnn", num_classes=3), _Gain()
+        cfg = TrainConfig(epochs=2, batch_size=4, lr=1e-2, data_lr=data_lr, seed=0)
+        fit(model, dm, [{"raw": r, "label": t} for r, t, _ in _raw_batches(ds, 4)], None, cfg, num_classes=3,
+            progress=False)
+        gains[data_lr] = (dm.gain.item(), dm.projected)
+    assert gains[0.0] == (1.0, 0)  # frozen: rendered under no_grad, never projected
+    assert gains[0.5][0] != 1.0 and 0.5 <= gains[0.5][0] <= 2.0 and gains[0.5][1] == 2 * 3
 
 
 def test_resolve_device():

@@ -43,6 +43,17 @@ def test_render_settings_equals_static_preset(mosaic, preset):
     assert torch.equal(same, got)
 
 
+@pytest.mark.parametrize("preset", ["bi,s,ga", "ma,s,me", "me,s,ga"])
+def test_render_settings_runs_the_chain_of_the_presets(mosaic, preset):
+    """The explorer runs the one chain of the data models: the same stages in the same order,
+    each output equal to the static preset's staged render bit for bit."""
+    d, s, n = isp.parse_preset(preset)
+    out, stages = widgets.render_settings(mosaic, CAM, d, s, n, return_stages=True)
+    want, want_stages = isp.render(mosaic, preset, CAM, return_stages=True)
+    assert list(stages) == list(want_stages) == list(isp.STAGES)
+    assert all(torch.equal(stages[k], want_stages[k]) for k in isp.STAGES) and torch.equal(out, want)
+
+
 def test_none_skips_the_stage(mosaic):
     out, stages = widgets.render_settings(mosaic, CAM, "bi", "none", "none", return_stages=True)
     assert "sharpen" not in stages and "denoise" not in stages

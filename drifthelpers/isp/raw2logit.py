@@ -42,7 +42,9 @@ import torch.nn.functional as F
 from scipy import ndimage, signal
 from torch import Tensor, nn
 
-from drifthelpers.raw import cfa_channel_indices
+from ..camera import Camera as CameraParams
+from ..raw import cfa_channel_indices
+from .presets import parse_preset
 
 __all__ = [
     "FIDELITIES",
@@ -368,8 +370,6 @@ def render_image(mosaic: np.ndarray, preset: str, cfa: str, black_level, wb_gain
     Returns:
         (H, W, 3) float64 in [0, 1] (and the stages if asked).
     """
-    from drifthelpers.isp import parse_preset
-
     d, s, n = parse_preset(preset)
     sharpener = _sharpener(s, _check_axis(unsharp_axis))
     stages = OrderedDict()
@@ -414,10 +414,8 @@ def render(raw: Tensor, preset: str, camera, return_stages: bool = False, unshar
         ValueError: a wrong shape, or ``raw`` requires gradients (this chain has none; the
             differentiable model is :class:`Raw2LogitParametrizedDataModel`).
     """
-    from drifthelpers.isp import CameraParams
-
     if not isinstance(camera, CameraParams):
-        raise TypeError(f"camera must be a CameraParams, got {type(camera).__name__}")
+        raise TypeError(f"camera must be a CameraParams (drifthelpers.camera.Camera), got {type(camera).__name__}")
     if not isinstance(raw, Tensor) or raw.dtype != torch.float64:
         raise TypeError(f"raw must be a float64 torch.Tensor for fidelity='raw2logit', got "
                         f"{type(raw).__name__ if not isinstance(raw, Tensor) else raw.dtype}")
@@ -494,10 +492,8 @@ class Raw2LogitParametrizedDataModel(nn.Module):
 
     def __init__(self, camera):
         super().__init__()
-        from drifthelpers.isp import CameraParams
-
         if not isinstance(camera, CameraParams):
-            raise TypeError(f"camera must be a CameraParams, got {type(camera).__name__}")
+            raise TypeError(f"camera must be a CameraParams (drifthelpers.camera.Camera), got {type(camera).__name__}")
         self.camera = camera
         self.cfa = camera.cfa
         debayer = torch.zeros(3, 3, 3, 3, dtype=torch.float64)
@@ -632,7 +628,6 @@ def full_scale_input(raw_dn: Tensor, camera):
         white levels are in those units.
 
     Example:
-        >>> from drifthelpers.isp import CameraParams
         >>> raw, cam = full_scale_input(torch.full((1, 1, 4, 4), 511.0), CameraParams("RGGB", (0.0,) * 4, 510.0))
         >>> float(raw.max()), round(cam.white_level, 6)
         (1.0, 0.998043)

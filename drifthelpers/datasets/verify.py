@@ -28,12 +28,28 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import tifffile
 
-from . import datasets as D
-from .scenes import CLASS_COUNTS_PAPER, LEUKOCYTE_CLASSES
-from .sensor import INTENSITY_FOLDERS
+from ..scenes import CLASS_COUNTS_PAPER, LEUKOCYTE_CLASSES
+from ..sensor import INTENSITY_FOLDERS
+from .files import _atomic_replace_dir, _json_bytes, _sha256_file, _tmp_sibling, _write_png_mask
+from .layout import (
+    DRONE_MASK_TILES_PREFIX,
+    DRONE_TILES_PREFIX,
+    IMAGE_SUFFIXES,
+    KINDS,
+    KNOWN_INVALID_MICROSCOPY,
+    LABEL_FILE,
+    MANIFEST,
+    MASK_SUFFIXES,
+    DatasetLayoutError,
+    _drone_layout,
+    _resolve_dataset_dir,
+    data_root,
+    pair_masks,
+)
+from .loaders import _list_images
+from .mini import build_mini, verify_mini
 
 __all__ = ["PAPER_DRONE_TILES", "PAPER_SIZE", "Expected", "Report", "paper_expectation",
            "manifest_expectation", "verify_dataset", "build_standin", "STANDIN_DIR", "IncompleteDataError",
@@ -79,7 +95,7 @@ def paper_expectation(kind: str) -> Expected:
 
 def manifest_expectation(ds_dir: str | os.PathLike) -> Expected | None:
     """The expectation a stand-in's ``manifest.json`` records (``None`` when it has none)."""
-    path = Path(ds_dir) / D.MANIFEST
+    path = Path(ds_dir) / MANIFEST
     try:
         exp = json.loads(path.read_text())["expected"]
         return Expected(exp["kind"], int(exp["n"]), int(exp["size"]), exp.get("class_counts"), str(path))
@@ -160,7 +176,7 @@ def _check_files(report: Report, label: str, files: list[Path], size: int, dtype
 
 def _intensity_sets(report: Report, image_root: Path) -> dict[str, dict[str, Path]]:
     """Images per present intensity folder; missing folders and uneven name sets are problems."""
-    present = {f: D._list_images(image_root / f, D.IMAGE_SUFFIXES) for f in INTENSITY_FOLDERS
+    present = {f: _list_images(image_root / f, IMAGE_SUFFIXES) for f in INTENSITY_FOLDERS
                if (image_root / f).is_dir()}
     missing = [f for f in INTENSITY_FOLDERS if f not in present]
     report.check("intensity folders", len(INTENSITY_FOLDERS), len(present), not missing,
@@ -176,9 +192,9 @@ def _intensity_sets(report: Report, image_root: Path) -> dict[str, dict[str, Pat
 def _verify_microscopy(report: Report, ds_dir: Path) -> None:
     exp = report.expected
     present = _intensity_sets(report, ds_dir / "images")
-    label_path = ds_dir / "labels" / D.LABEL_FILE
+    label_path = ds_dir / "labels" / LABEL_FILE
     if not label_path.is_file():
-        report.check("label file", D.LABEL_FILE, "missing", False, f"missing label file {label_path}")
+        report.check("label file", LABEL_FILE, "missing", False, f"missing label file {label_path}")
         return
     labels: dict[str, str] = {}
     for lineno, line in enumerate(label_path.read_text().splitlines(), 1):
@@ -189,7 +205,7 @@ def _verify_microscopy(report: Report, ds_dir: Path) -> None:
             continue
         stem = parts[0].rsplit(".", 1)[0] if parts[0].lower().endswith((".tif", ".tiff")) else parts[0]
         labels[stem] = parts[1]
-    skipped = set(D.KNOWN_INVALID_MICROSCOPY)
+    skipped = set(KNOWN_INVALID_MICROSCOPY)
     unknown = sorted(s for s, c in labels.items() if c not in LEUKOCYTE_CLASSES and s not in skipped)
     if unknown:
         report.problems.append(f"{len(unknown)} label(s) with an unknown class code: {_some(unknown)}")
@@ -215,15 +231,15 @@ def _verify_microscopy(report: Report, ds_dir: Path) -> None:
 
 def _verify_drone(report: Report, ds_dir: Path) -> None:
     exp = report.expected
-    image_root, mask_dir = D._drone_layout(ds_dir)
+    image_root, mask_dir = _drone_layout(ds_dir)
     present = _intensity_sets(report, image_root)
-    masks = D._list_images(mask_dir, D.MASK_SUFFIXES) if mask_dir.is_dir() else {}
+    masks = _list_images(mask_dir, MASK_SUFFIXES) if mask_dir.is_dir() else {}
     report.check("mask folder", mask_dir.name, mask_dir.name if mask_dir.is_dir() else "missing",
                  mask_dir.is_dir(), f"missing mask folder {mask_dir}")
     union = sorted(set().union(*present.values())) if present else []
     try:
-        paired, no_mask = D.pair_masks(union, masks)
-    except D.DatasetLayoutError as exc:
+        paired, no_mask = pair_masks(union, masks)
+    except DatasetLayoutError as exc:
         report.problems.append(str(exc))
         paired, no_mask = {}, []
     if no_mask and masks:
@@ -262,24 +278,24 @@ def verify_dataset(root: str | os.PathLike, kind: str, expected: Expected | str 
     """
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise D.DatasetLayoutError(f"the data root {root} does not exist (or is not a folder)")
+        raise DatasetLayoutError(f"the data root {root} does not exist (or is not a folder)")
     try:
-        ds_dir = D._resolve_dataset_dir(root, kind)
-    except D.DatasetLayoutError as exc:
+        ds_dir = _resolve_dataset_dir(root, kind)
+    except DatasetLayoutError as exc:
         report = Report(kind, root, paper_expectation(kind))
         report.problems.append(str(exc).splitlines()[0])
         return report
     if expected is None or expected == "manifest":
         exp = manifest_expectation(ds_dir)
         if exp is None and expected == "manifest":
-            raise D.DatasetLayoutError(f"{ds_dir} has no manifest.json with an expectation")
+            raise DatasetLayoutError(f"{ds_dir} has no manifest.json with an expectation")
         expected = exp or paper_expectation(kind)
     elif expected == "paper":
         expected = paper_expectation(kind)
     report = Report(kind, ds_dir, expected)
     (_verify_microscopy if kind == "microscopy" else _verify_drone)(report, ds_dir)
-    if checksums and (ds_dir / D.MANIFEST).is_file():
-        bad = D.verify_mini(ds_dir, "full")
+    if checksums and (ds_dir / MANIFEST).is_file():
+        bad = verify_mini(ds_dir, "full")
         report.check("checksums (manifest.json)", "all match", f"{len(bad)} differ" if bad else "all match",
                      not bad, f"manifest.json: {len(bad)} file(s) missing or changed: {_some(bad)}")
     return report
@@ -306,46 +322,46 @@ def _to_release_layout(ds_dir: Path, kind: str, size: int) -> None:
     """Move a mini drone set's files where the release keeps them (tiles .tif, bool PNG masks)."""
     if kind != "drone":
         return
-    tiles = ds_dir / f"{D.DRONE_TILES_PREFIX}{size}"
+    tiles = ds_dir / f"{DRONE_TILES_PREFIX}{size}"
     for folder in INTENSITY_FOLDERS:
         (tiles / folder).mkdir(parents=True)
         for p in sorted((ds_dir / "images" / folder).iterdir()):
             os.replace(p, tiles / folder / f"{p.stem}.tif")
-    masks = ds_dir / f"{D.DRONE_MASK_TILES_PREFIX}{size}"
+    masks = ds_dir / f"{DRONE_MASK_TILES_PREFIX}{size}"
     masks.mkdir()
     for p in sorted((ds_dir / "masks").iterdir()):
-        D._write_png_mask(masks / f"{p.stem}.png", tifffile.imread(p) > 0)
+        _write_png_mask(masks / f"{p.stem}.png", tifffile.imread(p) > 0)
     shutil.rmtree(ds_dir / "images")
     shutil.rmtree(ds_dir / "masks")
 
 
 def _rewrite_manifest(ds_dir: Path, kind: str, size: int, scale: float) -> Expected:
-    man = json.loads((ds_dir / D.MANIFEST).read_text())
+    man = json.loads((ds_dir / MANIFEST).read_text())
     cfg = man["config"]
     exp = Expected(kind, int(cfg["n"]), size, cfg.get("class_counts"), "manifest.json")
     files = {}
     for p in sorted(ds_dir.rglob("*")):
         rel = p.relative_to(ds_dir).as_posix()
-        if p.is_file() and rel != D.MANIFEST:
-            files[rel] = {"size": p.stat().st_size, "sha256": D._sha256_file(p)}
+        if p.is_file() and rel != MANIFEST:
+            files[rel] = {"size": p.stat().st_size, "sha256": _sha256_file(p)}
     man["files"] = files
     man["config"]["standin_scale"] = scale
     man["layout"] = "Zenodo release (drone: images_tiles_<size>/, masks_tiles_<size>/)"
     man["expected"] = {"kind": kind, "n": exp.n, "size": size, "class_counts": exp.class_counts}
-    (ds_dir / D.MANIFEST).write_bytes(D._json_bytes(man))  # inside the unpublished build folder
+    (ds_dir / MANIFEST).write_bytes(_json_bytes(man))  # inside the unpublished build folder
     return exp
 
 
 def _intact(target: Path, scale: float, seed: int, size: int) -> bool:
     try:
-        cfg = json.loads((target / D.MANIFEST).read_text())["config"]
+        cfg = json.loads((target / MANIFEST).read_text())["config"]
     except (OSError, ValueError, KeyError, TypeError):
         return False
     same = (cfg.get("standin_scale"), cfg.get("seed"), cfg.get("size")) == (scale, seed, size)
-    return same and not D.verify_mini(target, "quick")
+    return same and not verify_mini(target, "quick")
 
 
-def build_standin(root: str | os.PathLike | None = None, which=D.KINDS, scale: float | dict = 1.0, seed: int = 0,
+def build_standin(root: str | os.PathLike | None = None, which=KINDS, scale: float | dict = 1.0, seed: int = 0,
                   size: int = PAPER_SIZE, progress: bool = True, workers: int | None = None,
                   force: bool = False) -> dict[str, Path]:
     """Simulated data sets at the paper's sizes, in the release's layout, under ``root``.
@@ -372,7 +388,7 @@ def build_standin(root: str | os.PathLike | None = None, which=D.KINDS, scale: f
     Returns:
         ``{kind: folder}``.
     """
-    root = Path(root).expanduser().resolve() if root is not None else D.data_root() / STANDIN_DIR
+    root = Path(root).expanduser().resolve() if root is not None else data_root() / STANDIN_DIR
     which = (which,) if isinstance(which, str) else tuple(which)
     out = {}
     for kind in which:
@@ -387,13 +403,13 @@ def build_standin(root: str | os.PathLike | None = None, which=D.KINDS, scale: f
                 continue
             raise FileExistsError(f"{target} exists and is not an intact stand-in built with these settings; "
                                   "pass force=True (--force) to replace it")
-        work = D._tmp_sibling(target, "tmp")
+        work = _tmp_sibling(target, "tmp")
         try:
-            built = D.build_mini(work, seed=seed, which=kind, size=size, progress=progress, workers=workers,
+            built = build_mini(work, seed=seed, which=kind, size=size, progress=progress, workers=workers,
                                  **sizes)[kind]
             _to_release_layout(built, kind, size)
             exp = _rewrite_manifest(built, kind, size, kind_scale)
-            D._atomic_replace_dir(built, target)
+            _atomic_replace_dir(built, target)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         if progress:
