@@ -1,0 +1,214 @@
+"""The committed study results and the claims tables generated from them.
+
+``benchmarks/publish_study.py`` copies a finished ``study`` run's results files to
+``results/study/`` with a provenance record and regenerates the marked blocks of README.md
+and docs/statistics.md from that folder. These tests check that the blocks in the repository
+are what the generator makes of the committed folder (or of its absence), that the generator
+reports the verdicts the files hold, and that publishing refuses incomplete runs and runs of
+another profile without leaving anything half-written.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+_SPEC = importlib.util.spec_from_file_location("publish_study", REPO / "benchmarks" / "publish_study.py")
+ps = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(ps)
+
+CLAIMS = {  # notebook -> claims of a planted run, one per verdict and a missing bound
+    "03_drift_synthesis": [
+        {"claim": "microscopy: faithful drift less severe", "value": 2.5, "low": 1.25, "high": 4.0,
+         "verdict": "supported"},
+        {"claim": "drone: drop ratio ~4x", "value": 63.9, "low": None, "high": 2028.0, "verdict": "undecided"},
+    ],
+    "04_drift_forensics": [
+        {"claim": "forensics: gamma alone does no real harm", "value": 0.5, "low": 0.25, "high": 0.75,
+         "verdict": "contradicted"},
+    ],
+    "05_drift_optimisation": [
+        {"claim": "microscopy: learned ISP beats frozen ISP", "value": 0.1, "low": -0.2, "high": 0.3,
+         "verdict": "undecided"},
+    ],
+}
+
+
+def plant_run(root: Path, profile: str = "study", statuses: dict | None = None) -> Path:
+    """A run folder like ``python -m drifthelpers run 03 04 05`` leaves, with the planted claims."""
+    statuses = statuses or {}
+    run = root / "runs" / profile
+    notebooks = []
+    for name, claims in CLAIMS.items():
+        (run / name / "figures").mkdir(parents=True)
+        (run / name / "results.json").write_text(json.dumps({"profile": profile, "claims": claims}))
+        (run / f"{name}.ipynb").write_text("{}")
+        notebooks.append({"notebook": f"{name}.ipynb", "status": statuses.get(name, "ok"), "seconds": 60.0})
+    status = "ok" if all(n["status"] == "ok" for n in notebooks) else "error"
+    summary = {"profile": profile, "status": status, "interrupted": False, "notebooks": notebooks,
+               "environment": {"python": "3.11.7", "packages": {"torch": "2.14.1"},
+                               "git": {"commit": "0123456789abcdef", "dirty": False}}}
+    (run / "summary.json").write_text(json.dumps(summary))
+    return run
+
+
+def plant_bench(path: Path, run: Path, **changes) -> Path:
+    """A benchmark record as ``benchmarks/bench_study.py`` writes it for ``run``."""
+    record = {"mode": "run", "returncode": 0, "run_dir": str(run), "wall_seconds": 3000.0,
+              "peak_tree_rss_bytes": 2 * 1024**3, "within_budget": True, "profile": "study",
+              "machine": {"cpu_count": 2}, "budget": {"seconds": 5400, "bytes": 4 * 1024**3},
+              "started": "2026-01-02T03:04:05Z", **changes}
+    path.write_text(json.dumps(record))
+    return path
+
+
+def test_docs_show_the_committed_study_results():
+    results = ps.load_results(ps.RESULTS)
+    for doc, full in ps.DOCS.items():
+        assert ps.block_of(doc.read_text(encoding="utf-8"), doc) == ps.render(results, full=full), (
+            f"{doc.relative_to(REPO)} disagrees with results/study; "
+            "run: python benchmarks/publish_study.py --readme-only")
+
+
+def test_committed_results_are_complete_when_present():
+    if not ps.RESULTS.exists():
+        pytest.skip("no study run is committed")
+    prov = json.loads((ps.RESULTS / "provenance.json").read_text())
+    assert prov["profile"] == "study" and prov["git"]["commit"]
+    assert sorted(p.parent.name for p in ps.RESULTS.glob("*/results.json")) == list(ps.NOTEBOOKS)
+
+
+def test_publish_copies_the_results_and_records_provenance(tmp_path):
+    run = plant_run(tmp_path)
+    out = ps.publish(run, tmp_path / "results" / "study", bench_path=plant_bench(tmp_path / "b.json", run))
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == sorted(
+        [f"{name}/results.json" for name in ps.NOTEBOOKS] + ["provenance.json"])
+    for name in ps.NOTEBOOKS:
+        assert (out / name / "results.json").read_bytes() == (run / name / "results.json").read_bytes()
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["git"] == {"commit": "0123456789abcdef", "dirty": False}
+    assert prov["packages"] == {"torch": "2.14.1"} and prov["profile"] == "study"
+    assert (prov["wall_seconds"], prov["peak_memory_bytes"], prov["within_budget"]) == (3000.0, 2 * 1024**3, True)
+    assert prov["machine"] == {"cpu_count": 2} and prov["not_measured_reason"] is None
+
+
+def test_generated_tables_match_the_planted_verdicts(tmp_path):
+    run = plant_run(tmp_path)
+    out = ps.publish(run, tmp_path / "study", bench_path=plant_bench(tmp_path / "b.json", run))
+    results = ps.load_results(out)
+    full = ps.render(results, full=True)
+    assert "4 claims: 1 supported, 1 contradicted, 2 undecided." in full
+    rows = [line for line in full.splitlines() if line.startswith("| 0")]
+    assert rows == [
+        "| 03 | microscopy: faithful drift less severe | 2.5 [1.25, 4] | supported |",
+        "| 03 | drone: drop ratio ~4x | 63.9 [n/a, 2.03e+03] | undecided |",
+        "| 04 | forensics: gamma alone does no real harm | 0.5 [0.25, 0.75] | contradicted |",
+        "| 05 | microscopy: learned ISP beats frozen ISP | 0.1 [-0.2, 0.3] | undecided |",
+    ]
+    short = ps.render(results, full=False)
+    assert [line for line in short.splitlines() if line.startswith("| 0")] == [rows[0], rows[2]]
+    line = "Run: profile study, commit 0123456789, finished "
+    assert line in full
+    assert "wall time 50.0 min of the 90-minute budget, peak memory 2.00 GiB of 4 GiB (within budget)" in full
+    assert len(short.strip().splitlines()) <= 12
+
+
+def test_write_blocks_regenerates_and_reports_absence(tmp_path):
+    readme, stats = tmp_path / "README.md", tmp_path / "statistics.md"
+    for doc in (readme, stats):
+        doc.write_text(f"# Title\n\ntext\n{ps.BEGIN}\nstale\n{ps.END}\n\nmore\n")
+    ps.write_blocks(tmp_path / "absent", {readme: False, stats: True})
+    assert readme.read_text() == f"# Title\n\ntext\n{ps.BEGIN}{ps.render(None, full=False)}{ps.END}\n\nmore\n"
+    assert "No study run is committed yet" in readme.read_text()
+    run = plant_run(tmp_path)
+    out = ps.publish(run, tmp_path / "study", allow_profile=False)
+    ps.write_blocks(out, {readme: False, stats: True})
+    assert ps.block_of(stats.read_text(), stats) == ps.render(ps.load_results(out), full=True)
+    assert "not measured: no benchmark record was given with --bench" in stats.read_text()
+
+
+def test_write_blocks_refuses_a_document_without_its_block(tmp_path):
+    good, bad = tmp_path / "good.md", tmp_path / "bad.md"
+    good.write_text(f"{ps.BEGIN}\nstale\n{ps.END}\n")
+    bad.write_text("no block here\n")
+    with pytest.raises(ps.PublishError, match="bad.md needs exactly one generated block"):
+        ps.write_blocks(tmp_path / "absent", {good: False, bad: True})
+    assert good.read_text() == f"{ps.BEGIN}\nstale\n{ps.END}\n"  # nothing written when one doc is wrong
+
+
+@pytest.mark.parametrize("status", ["error", "skipped"])
+def test_publish_refuses_a_failed_notebook(tmp_path, status):
+    run = plant_run(tmp_path, statuses={"04_drift_forensics": status})
+    with pytest.raises(ps.PublishError, match=f"04_drift_forensics did not finish.*{status}"):
+        ps.publish(run, tmp_path / "study")
+    assert not (tmp_path / "study").exists() and list(tmp_path.glob(".study*")) == []
+
+
+def test_publish_refuses_a_missing_notebook_or_results_file(tmp_path):
+    run = plant_run(tmp_path)
+    (run / "05_drift_optimisation" / "results.json").unlink()
+    with pytest.raises(ps.PublishError, match="05_drift_optimisation.*results.json.*missing"):
+        ps.publish(run, tmp_path / "study")
+    summary = json.loads((run / "summary.json").read_text())
+    summary["notebooks"] = summary["notebooks"][:1]
+    (run / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(ps.PublishError, match="04_drift_forensics did not run"):
+        ps.publish(run, tmp_path / "study")
+    assert list(tmp_path.glob("*study*")) == []
+
+
+def test_publish_refuses_another_profile_unless_allowed(tmp_path):
+    run = plant_run(tmp_path, profile="quick")
+    with pytest.raises(ps.PublishError, match="profile is 'quick', not 'study'"):
+        ps.publish(run, tmp_path / "study")
+    assert not (tmp_path / "study").exists()
+    out = ps.publish(run, tmp_path / "study", allow_profile=True)
+    assert json.loads((out / "provenance.json").read_text())["profile"] == "quick"
+
+
+def test_publish_refuses_a_benchmark_of_another_run_or_a_failed_one(tmp_path):
+    run = plant_run(tmp_path)
+    with pytest.raises(ps.PublishError, match="measured the run folder"):
+        ps.publish(run, tmp_path / "study", bench_path=plant_bench(tmp_path / "b.json", tmp_path / "other"))
+    with pytest.raises(ps.PublishError, match="measured the run folder other/study"):
+        ps.publish(run, tmp_path / "study", bench_path=plant_bench(tmp_path / "b.json", Path("other/study")))
+    assert ps.publish(run, tmp_path / "study", bench_path=plant_bench(tmp_path / "b.json", Path("runs/study")))
+    with pytest.raises(ps.PublishError, match="not a successful measured run"):
+        ps.publish(run, tmp_path / "other", bench_path=plant_bench(tmp_path / "b.json", run, returncode=1))
+    assert not (tmp_path / "other").exists()
+
+
+def test_publish_is_all_or_nothing(tmp_path, monkeypatch):
+    run = plant_run(tmp_path)
+    out = ps.publish(run, tmp_path / "study")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(FileExistsError, match="refusing to overwrite"):
+        ps.publish(run, out)
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ps, "atomic_write_json", fail)  # provenance.json is written last
+    with pytest.raises(OSError, match="disk full"):
+        ps.publish(run, out, force=True)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs", "study"]  # no staging folder left
+    monkeypatch.undo()
+    (run / "03_drift_synthesis" / "results.json").write_text(json.dumps({"profile": "study", "claims": []}))
+    ps.publish(run, out, force=True)
+    assert json.loads((out / "03_drift_synthesis" / "results.json").read_text())["claims"] == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs", "study"]
+
+
+def test_command_line(tmp_path, capsys):
+    run = plant_run(tmp_path, profile="quick")
+    assert ps.main([str(run), "--out", str(tmp_path / "study")]) == 2
+    assert "profile is 'quick'" in capsys.readouterr().err
+    assert ps.main([str(run), "--allow-profile", "--out", str(tmp_path / "study")]) == 0
+    assert "| 05 | microscopy: learned ISP beats frozen ISP | 0.1 [-0.2, 0.3] | undecided |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        ps.main([])  # neither a run folder nor --readme-only
