@@ -398,17 +398,18 @@ def _run_one(pm, nb: Path, run_dir: Path, params: dict, progress: bool, kernel_n
     out_dir.mkdir(parents=True, exist_ok=True)
     out_nb = run_dir / nb.name
     start = time.perf_counter()
+    def execute():
+        pm.execute_notebook(str(nb), str(out_nb), parameters=params, cwd=str(nb.parent),
+                            kernel_name=kernel_name or "python3", progress_bar=progress, log_output=False,
+                            kernel_manager_class=_kernel_manager(run_dir / "kernel.log"))
+
     try:
-        pm.execute_notebook(
-            str(nb),
-            str(out_nb),
-            parameters=params,
-            cwd=str(nb.parent),
-            kernel_name=kernel_name or "python3",
-            progress_bar=progress,
-            log_output=False,
-            kernel_manager_class=_kernel_manager(run_dir / "kernel.log"),
-        )
+        try:
+            execute()
+        except RuntimeError as exc:  # a kernel that died while starting ran no cell: start it once more
+            if "before replying to kernel_info" not in str(exc):
+                raise
+            execute()
     except Exception as exc:
         cell, error = _failed_cell(out_nb)
         if error == "unknown error":
