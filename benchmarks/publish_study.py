@@ -4,8 +4,8 @@
 ``RUN_DIR`` (what ``python -m drifthelpers run 03 04 05 --profile study`` writes) is complete,
 then writes ``results/study/`` in one step (a folder built beside it and renamed into place):
 
-* ``<notebook>/results.json`` for notebooks 03, 04 and 05: byte-for-byte copies of the run's
-  results files (the run folder's layout; notebooks and figures are not copied);
+* ``<notebook>/results.json`` for notebooks 03, 04 and 05: the run's results, as compact JSON (the
+  same values; the run folder's layout; notebooks and figures are not copied);
 * ``provenance.json``: git commit and dirty flag, Python and package versions (from the run's
   ``summary.json``), the profile, the seconds per notebook, and the machine, wall time, peak
   memory and budget verdict from the benchmark record of ``benchmarks/bench_study.py`` (``null``
@@ -149,7 +149,8 @@ def publish(run_dir: Path, out: Path = RESULTS, *, bench_path: Path | None = Non
     try:
         for name in NOTEBOOKS:
             (staging / name).mkdir()
-            atomic_write_bytes(staging / name / "results.json", (run_dir / name / "results.json").read_bytes())
+            data = json.loads((run_dir / name / "results.json").read_text(encoding="utf-8"))
+            atomic_write_text(staging / name / "results.json", json.dumps(data, separators=(",", ":")) + "\n")
         atomic_write_json(staging / "provenance.json", provenance(summary, run_dir, bench))
         mode = default_file_mode()
         os.chmod(staging, mode | (mode & 0o444) >> 2)  # what mkdir would give, not mkdtemp's 0o700

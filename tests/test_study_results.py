@@ -88,7 +88,9 @@ def test_publish_copies_the_results_and_records_provenance(tmp_path):
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == sorted(
         [f"{name}/results.json" for name in ps.NOTEBOOKS] + ["provenance.json"])
     for name in ps.NOTEBOOKS:
-        assert (out / name / "results.json").read_bytes() == (run / name / "results.json").read_bytes()
+        published = out / name / "results.json"
+        assert json.loads(published.read_text()) == json.loads((run / name / "results.json").read_text())
+        assert "\n " not in published.read_text()  # compact: the study's per-item records stay small
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["git"] == {"commit": "0123456789abcdef", "dirty": False}
     assert prov["packages"] == {"torch": "2.14.1"} and prov["profile"] == "study"
