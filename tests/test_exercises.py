@@ -3,6 +3,7 @@ and its command, the notebooks' exercise conventions, and the one-click install 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -267,10 +268,16 @@ def _slice_to_first_exercise_check(nb: nbformat.NotebookNode, output_dir: Path,
     """The notebook up to its first exercise check, with ``output_dir`` and ``overrides``
     injected below the parameters cell like papermill."""
     first = next(i for i, c in enumerate(nb.cells) if "exercise-check" in _tags(c))
+    nb.cells = nb.cells[: first + 1]
+    return _inject_parameters(nb, output_dir, overrides)
+
+
+def _inject_parameters(nb: nbformat.NotebookNode, output_dir: Path, overrides: dict | None) -> nbformat.NotebookNode:
+    """``output_dir`` and ``overrides`` assigned in a cell below the parameters cell, like papermill."""
     params = next(i for i, c in enumerate(nb.cells) if "parameters" in _tags(c))
     values = {**(overrides or {}), "output_dir": str(output_dir)}
     inject = nbformat.v4.new_code_cell("\n".join(f"{k} = {v!r}" for k, v in values.items()))
-    nb.cells = nb.cells[: params + 1] + [inject] + nb.cells[params + 1 : first + 1]
+    nb.cells = nb.cells[: params + 1] + [inject] + nb.cells[params + 1 :]
     return nb
 
 
@@ -293,6 +300,79 @@ def test_student_version_runs_up_to_the_first_exercise_and_stops_there(name, tmp
     failed = ran[-1]
     assert "exercise" in _tags(failed) or "exercise-check" in _tags(failed), failed.source[:80]
     assert all(o.get("output_type") != "error" for c in ran[:-1] for o in c.outputs)
+
+
+_PROBE = """\
+import json as _json
+_outcome = ["passed", ""]
+try:
+    exec({stub!r}, globals())
+    exec({check!r}, globals())
+except (NotImplementedError, AssertionError) as _e:
+    _outcome = [type(_e).__name__, str(_e)]
+exec({solution!r}, globals())
+exec({check!r}, globals())
+print("STUB-PROBE " + _json.dumps({{"label": {label!r}, "outcome": _outcome}}))
+"""
+
+
+def _with_stub_probes(nb: nbformat.NotebookNode, name: str) -> tuple[nbformat.NotebookNode, list[str]]:
+    """After each exercise check, a probe cell that runs the exercise's stub and its check
+    (recording how the check fails), then the solution and its check again (the state the
+    rest of the notebook expects). Returns the notebook and the exercise labels in order."""
+    cells, labels = [], []
+    for i, cell in enumerate(nb.cells):
+        cells.append(cell)
+        if "exercise-check" in _tags(cell):
+            solution = nb.cells[i - 1]
+            label = solution.source.split(":", 1)[0][2:]
+            labels.append(label)
+            stub = stub_source(solution.source, f"{name}, cell {i - 1}")
+            cells.append(nbformat.v4.new_code_cell(_PROBE.format(stub=stub, check=cell.source,
+                                                                 solution=solution.source, label=label)))
+    nb.cells = cells
+    return nb, labels
+
+
+def _probe_outcome(check_source: str, capsys) -> list[str]:
+    nb = _tiny_notebook()
+    nb.cells[2].source = check_source
+    probed, labels = _with_stub_probes(nb, "tiny.ipynb")
+    assert labels == ["Exercise 2a"] and len(probed.cells) == 4
+    namespace = {"check": check}
+    for cell in probed.cells[1:]:
+        exec(cell.source, namespace)
+    line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("STUB-PROBE ")]
+    assert len(line) == 1 and namespace["add"](1, 2) == 3  # the solution is back
+    return json.loads(line[0].split(" ", 1)[1])["outcome"]
+
+
+def test_stub_probe_records_the_stub_failure_and_restores_the_solution(capsys):
+    assert _probe_outcome("check('add', add(2, 3), 5)", capsys) == [
+        "NotImplementedError", "Exercise 2a: replace this line with your code"]
+    # a check that does not exercise the student's code passes with the stub: the probe says so
+    assert _probe_outcome("check('add', 2 + 3, 5)", capsys) == ["passed", ""]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", EXERCISE_NOTEBOOKS)
+def test_every_stub_fails_its_check_and_every_solution_passes(name, tmp_path):
+    """Each exercise in turn, in one kernel: with the stub in place its check cell fails with the
+    exercise's message (``Exercise <label>: replace this line with your code``); with the
+    solution back it passes, and the notebook goes on to the next exercise."""
+    from nbclient import NotebookClient
+
+    nb, labels = _with_stub_probes(_read(name), name)
+    last = max(i for i, c in enumerate(nb.cells) if c.source.startswith("import json as _json\n_outcome"))
+    nb.cells = nb.cells[: last + 1]
+    nb = _inject_parameters(nb, tmp_path / "out", FAST_PARAMETERS.get(name))
+    NotebookClient(nb, kernel_name="python3", timeout=300, resources={"metadata": {"path": str(tmp_path)}}).execute()
+    probes = [json.loads(line.split(" ", 1)[1]) for c in nb.cells if c.cell_type == "code"
+              for o in c.outputs if o.get("name") == "stdout"
+              for line in o.get("text", "").splitlines() if line.startswith("STUB-PROBE ")]
+    assert [p["label"] for p in probes] == labels and len(labels) >= 2
+    for p in probes:
+        assert p["outcome"] == ["NotImplementedError", f"{p['label']}: replace this line with your code"], p
 
 
 def test_binder_environment_installs_the_package_cpu_torch_and_the_kernel():
