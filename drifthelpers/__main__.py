@@ -141,6 +141,10 @@ def _cmd_sweep(args) -> int:
     n_ok = sum(s == "ok" for s in result.statuses.values())
     print(f"\n{n_ok} of {len(result.statuses)} job(s) ok; ran {len(result.ran)} in {result.seconds:.0f} s.")
     print(f"Table: {result.table}  (also results.md, results.json; jobs/ holds each job's notebooks)")
+    for kind, entry in ((result.pooled or {}).get("data_sets") or {}).items():
+        print(f"Notebook 03, {kind}: " + (f"{entry['units']} units pooled over the jobs" if entry["pooled"]
+                                          else f"not pooled: {entry['reason']}")
+              + f"  ({result.sweep_dir / 'pooled_03.md'})")
     if result.failed:
         print(f"{len(result.failed)} job(s) failed or did not finish: {', '.join(result.failed)}", file=sys.stderr)
         print(f"re-run them alone with: python -m drifthelpers sweep --rerun-failed {result.sweep_dir}", file=sys.stderr)
