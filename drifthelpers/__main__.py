@@ -101,6 +101,21 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _pool_sweep(sweep_dir) -> None:
+    """A sweep of notebook 03: pool its jobs' units into one set of intervals (drifthelpers.sweep_pool)."""
+    from pathlib import Path
+
+    from .sweep import load_manifest
+    from .sweep_pool import NOTEBOOK, pool_synthesis
+
+    if not any(Path(nb).stem == NOTEBOOK for nb in load_manifest(sweep_dir)["notebooks"]):
+        return
+    for kind, entry in pool_synthesis(sweep_dir)["data_sets"].items():
+        print(f"Notebook 03, {kind}: " + (f"{entry['units']} units pooled over the jobs" if entry["pooled"]
+                                          else f"not pooled: {entry['reason']}")
+              + f"  ({Path(sweep_dir) / 'pooled_03.md'})")
+
+
 def _cmd_sweep(args) -> int:
     from .batch import ParameterError
     from .sweep import SweepError, parse_grid, rerun_failed, run_sweep
@@ -141,10 +156,7 @@ def _cmd_sweep(args) -> int:
     n_ok = sum(s == "ok" for s in result.statuses.values())
     print(f"\n{n_ok} of {len(result.statuses)} job(s) ok; ran {len(result.ran)} in {result.seconds:.0f} s.")
     print(f"Table: {result.table}  (also results.md, results.json; jobs/ holds each job's notebooks)")
-    for kind, entry in ((result.pooled or {}).get("data_sets") or {}).items():
-        print(f"Notebook 03, {kind}: " + (f"{entry['units']} units pooled over the jobs" if entry["pooled"]
-                                          else f"not pooled: {entry['reason']}")
-              + f"  ({result.sweep_dir / 'pooled_03.md'})")
+    _pool_sweep(result.sweep_dir)
     if result.failed:
         print(f"{len(result.failed)} job(s) failed or did not finish: {', '.join(result.failed)}", file=sys.stderr)
         print(f"re-run them alone with: python -m drifthelpers sweep --rerun-failed {result.sweep_dir}", file=sys.stderr)

@@ -131,7 +131,6 @@ class SweepResult:
     seconds: float
     table: Path
     rows: list[dict[str, Any]] = field(default_factory=list)
-    pooled: dict | None = None  # notebook 03 pooled over the jobs (drifthelpers.sweep_pool)
 
     @property
     def failed(self) -> list[str]:
@@ -658,12 +657,7 @@ def _execute(
     seconds = time.perf_counter() - start
     rows, table = collect(sweep_dir, manifest.get("columns"))
     statuses = {jid: job["status"] for jid, job in manifest["jobs"].items()}
-    pooled = None
-    if any(Path(nb).stem == "03_drift_synthesis" for nb in manifest["notebooks"]):
-        from .sweep_pool import pool_synthesis
-
-        pooled = pool_synthesis(sweep_dir)
-    return SweepResult(sweep_dir, jobs, statuses, list(todo), seconds, table, rows, pooled)
+    return SweepResult(sweep_dir, jobs, statuses, list(todo), seconds, table, rows)
 
 
 # --------------------------------------------------------------------------- collection

@@ -4,9 +4,10 @@ Each job of ``python -m drifthelpers sweep 03 --grid seed=0,16,32`` trains its o
 seeds and reports intervals over its own units. :func:`pool_synthesis` puts the units of every
 finished job together (:func:`drifthelpers.synthesis.merge_results`) and recomputes the
 statistics and verdicts over all of them (:func:`drifthelpers.synthesis.synthesis_statistics`),
-so that a sweep's claims table is as if one run had trained all its units. ``run_sweep`` calls
-it when a sweep of notebook 03 ends and writes ``pooled_03.json`` and ``pooled_03.md`` in the
-sweep folder.
+so that a sweep's claims table is as if one run had trained all its units. The ``sweep``
+command calls it when a sweep of notebook 03 ends (also after ``--rerun-failed``) and it writes
+``pooled_03.json`` and ``pooled_03.md`` in the sweep folder; from Python, call it after
+:func:`drifthelpers.sweep.run_sweep`.
 
 Units may be pooled only when they are distinct experiments: job ``j`` draws split ``k`` with
 seed ``seed_j + k`` and trains with seed ``seed_j + r``, so two jobs whose seeds are closer than
