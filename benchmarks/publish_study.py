@@ -244,11 +244,11 @@ def render(results: dict | None, *, full: bool) -> str:
 DOCS = {REPO / "README.md": False, REPO / "docs" / "statistics.md": True}
 
 
-def block_of(text: str, path: Path) -> str:
+def block_of(text: str, path: Path, begin: str = BEGIN, end: str = END) -> str:
     """The text between the generated-block markers of ``path``; PublishError without exactly one."""
-    if text.count(BEGIN) != 1 or END not in text.split(BEGIN, 1)[1]:
-        raise PublishError(f"{path} needs exactly one generated block ({BEGIN} ... {END})")
-    return text.split(BEGIN, 1)[1].split(END, 1)[0]
+    if text.count(begin) != 1 or end not in text.split(begin, 1)[1]:
+        raise PublishError(f"{path} needs exactly one generated block ({begin} ... {end})")
+    return text.split(begin, 1)[1].split(end, 1)[0]
 
 
 def write_blocks(results_dir: Path = RESULTS, docs: dict[Path, bool] | None = None) -> list[Path]:

@@ -88,8 +88,9 @@ def _pool_kind(runs: list[tuple[str, dict]], n_boot: int, seed: int) -> dict[str
     merged = merge_results([run for _, run in runs])
     st = synthesis_statistics(merged, n_boot=n_boot, seed=seed)
     headline = {k: st["statistics"][k] for k in _HEADLINE if k in st["statistics"]}
-    return {"pooled": True, "jobs": jobs, "units": len(merged["units"]), "seeds": sorted(int(r["config"]["seed"]) for _, r in runs),
-            "metric": merged["metric"], "statistics": headline, "tests": st["tests"], "claims": st["claims"]}
+    seeds = sorted(int(r["config"]["seed"]) for _, r in runs)
+    return {"pooled": True, "jobs": jobs, "units": len(merged["units"]), "seeds": seeds, "metric": merged["metric"],
+            "statistics": headline, "tests": st["tests"], "claims": st["claims"]}
 
 
 def pool_synthesis(sweep_dir: str | os.PathLike, n_boot: int = 2000, seed: int = 0, write: bool = True) -> dict:

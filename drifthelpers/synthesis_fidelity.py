@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["FIDELITIES", "CORRECTIONS", "CHAINS", "check", "active", "chain", "corruption_table_name", "per_image_iou",
-           "standardises", "split_groups", "cache_extra", "render_raw2logit_views", "render_unsharp_2d", "Standardise",
+__all__ = ["FIDELITIES", "CORRECTIONS", "CORRECTION_CHANGES", "CHAINS", "check", "active", "chain",
+           "corruption_table_name", "per_image_iou", "standardises", "split_groups", "cache_extra", "render_raw2logit_views", "render_unsharp_2d", "Standardise",
            "standardiser"]
 
 FIDELITIES = ("corrected", "raw2logit")
@@ -50,6 +50,21 @@ CORRECTIONS = {
         "Drone splits: tiles of one full frame stay in the same split instead of being split at random; "
         "random tiles put overlapping content of a frame in both training and test sets, so test scores "
         "were partly in-sample."),
+}
+
+#: Each correction in two short phrases: what the public code did, what ``"corrected"`` does
+#: (the columns of the README's fidelity table).
+CORRECTION_CHANGES = {
+    "chain": ("black level an offset; edge-repeat and zero-fill borders (a bright frame); 1-D unsharp blur",
+              "black level rescaled per 2x2 site; CFA-phase mirror borders; 2-D unsharp mask"),
+    "unsharp_2d": ("unsharp mask blurs the luma along the first image axis only",
+                   "the public chain with a 2-D Gaussian blur (sigma 1) in its unsharp mask"),
+    "imagenet_c": ("CIFAR-10-C corruption constants (made for 32-pixel images)",
+                   "ImageNet-C constants, elastic lengths scaled to the image size"),
+    "pooled_iou": ("IoU as the mean of per-image IoU", "IoU pooled over the test set"),
+    "no_standardisation": ("inputs standardised with the training view's mean and std",
+                           "the rendered views in [0, 1]"),
+    "frame_splits": ("drone tiles split at random", "the tiles of one frame in the same split"),
 }
 
 
