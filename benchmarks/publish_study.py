@@ -185,7 +185,9 @@ def load_results(results_dir: Path = RESULTS) -> dict | None:
                                    f"has verdict {c.get('verdict')!r}, not one of {VERDICTS}")
             fields = {k: c.get(k) for k in ("claim", "value", "low", "high", "verdict")}
             claims.append({"notebook": name[:2], **fields})
-    return {"claims": claims, "provenance": _read_json(results_dir / "provenance.json", "the provenance record")}
+    threads = results_dir / "thread-stability.json"
+    return {"claims": claims, "provenance": _read_json(results_dir / "provenance.json", "the provenance record"),
+            "threads": _read_json(threads, "the thread-stability record") if threads.exists() else None}
 
 
 def _num(x) -> str:
@@ -210,6 +212,27 @@ def provenance_line(p: dict) -> str:
                     f"peak memory {p['peak_memory_bytes'] / 1024**3:.2f} GiB of {budget['bytes'] / 1024**3:.0f} GiB "
                     f"({'within' if p.get('within_budget') else 'NOT within'} budget)")
     return f"Run: profile {p['profile']}, commit {commit}, finished {p['run_finished']}; {measured}."
+
+
+def threads_lines(t: dict | None, *, full: bool) -> list[str]:
+    """The thread-count check of ``benchmarks/study_threads.py`` in one line (``full``: and a
+    table of every estimate that moved by half its interval width or more)."""
+    if t is None:
+        return ["Thread count: no re-run with another thread count is committed "
+                "(`benchmarks/study_threads.py` compares one)."]
+    checked = t["stable"] + t["unstable"]
+    line = (f"Thread count: a re-run with {t['rerun']['threads']} thread(s) instead of {t['reference']['threads']} "
+            f"(commit {(t['rerun']['commit'] or 'unknown')[:10]}) moved {t['stable']} of {checked} checkable point "
+            f"estimates by less than half their interval width")
+    line += (f"; {t['unstable']} moved more" if t["unstable"] else "") + (
+        f"; {t['not_checkable']} with an open or undefined interval not checkable." if t["not_checkable"] else ".")
+    lines = [line]
+    moved = [r for r in t["estimates"] if r["stable"] is False]
+    if full and moved:
+        lines += ["", "| nb | claim | value | re-run value | move | half width |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['notebook']} | {r['claim']} | {_num(r['value'])} | {_num(r['rerun_value'])} | "
+                  f"{_num(r['move'])} | {_num(r['half_width'])} |" for r in moved]
+    return lines
 
 
 def _counts(claims: list[dict]) -> str:
@@ -238,7 +261,8 @@ def render(results: dict | None, *, full: bool) -> str:
     lines = [head]
     if shown:
         lines += ["", "| nb | claim | value [low, high] | verdict |", "|---|---|---|---|", *map(claim_row, shown)]
-    return "\n" + "\n".join([*lines, "", provenance_line(results["provenance"])]) + "\n"
+    lines += ["", provenance_line(results["provenance"]), "", *threads_lines(results.get("threads"), full=full)]
+    return "\n" + "\n".join(lines) + "\n"
 
 
 DOCS = {REPO / "README.md": False, REPO / "docs" / "statistics.md": True}

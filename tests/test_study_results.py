@@ -214,3 +214,50 @@ def test_command_line(tmp_path, capsys):
     assert "| 05 | microscopy: learned ISP beats frozen ISP | 0.1 [-0.2, 0.3] | undecided |" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         ps.main([])  # neither a run folder nor --readme-only
+
+
+def _study_threads():
+    spec = importlib.util.spec_from_file_location("study_threads", REPO / "benchmarks" / "study_threads.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_thread_rerun_is_compared_claim_by_claim(tmp_path):
+    st = _study_threads()
+    ref_run = plant_run(tmp_path / "ref")
+    published = ps.publish(ref_run, tmp_path / "study", bench_path=plant_bench(tmp_path / "b.json", ref_run,
+                                                                               machine={"torch_threads": 2}))
+    rerun = plant_run(tmp_path / "one")
+    moved = {"03_drift_synthesis": [3.0, 70.0], "04_drift_forensics": [0.5], "05_drift_optimisation": [0.3]}
+    for name, values in moved.items():  # 2.5 -> 3.0 (half width 1.375): stable; 0.1 -> 0.3 (0.25): stable
+        path = rerun / name / "results.json"
+        data = json.loads(path.read_text())
+        for claim, value in zip(data["claims"], values):
+            claim["value"] = value
+        path.write_text(json.dumps(data))
+    bench = plant_bench(tmp_path / "b1.json", rerun, machine={"torch_threads": 1, "cores_used": [0]})
+    rec = st.record(rerun, bench, published)
+    rows = {r["claim"]: r for r in rec["estimates"]}
+    assert rows["microscopy: faithful drift less severe"]["stable"] is True
+    assert rows["microscopy: faithful drift less severe"]["half_width"] == pytest.approx(1.375)
+    assert rows["drone: drop ratio ~4x"]["stable"] is None  # open interval
+    assert rows["forensics: gamma alone does no real harm"]["stable"] is True  # no move
+    assert (rec["stable"], rec["unstable"], rec["not_checkable"]) == (3, 0, 1)
+    assert rec["rerun"]["threads"] == 1 and rec["reference"]["threads"] == 2
+    # a move of half the width or more is unstable, and the full table lists it
+    rec["estimates"][0].update(rerun_value=4.0, move=1.5, stable=False)
+    rec.update(stable=2, unstable=1)
+    lines = ps.threads_lines(rec, full=True)
+    assert "moved 2 of 3 checkable point estimates by less than half their interval width; 1 moved more" in lines[0]
+    assert lines[-1] == "| 03 | microscopy: faithful drift less severe | 2.5 | 4 | 1.5 | 1.38 |"
+    assert len(ps.threads_lines(rec, full=False)) == 1
+
+
+def test_thread_rerun_with_the_same_thread_count_is_refused(tmp_path):
+    st = _study_threads()
+    run = plant_run(tmp_path / "ref")
+    published = ps.publish(run, tmp_path / "study", bench_path=plant_bench(tmp_path / "b.json", run,
+                                                                           machine={"torch_threads": 2}))
+    with pytest.raises(st.ps.PublishError, match="nothing to compare"):  # the module study_threads imports
+        st.record(run, plant_bench(tmp_path / "b2.json", run, machine={"torch_threads": 2}), published)
