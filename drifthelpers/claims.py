@@ -148,13 +148,28 @@ def arm_pairs(runs: dict[str, Sequence], a: str, b: str) -> tuple[list, list]:
     return xs, ys
 
 
+def _spread(learned: Sequence, frozen: Sequence) -> dict:
+    """var(frozen) / var(learned) of the runs' test metrics: the Pitman-Morgan interval when the
+    runs pair up by (split seed, seed), three pairs or more; else the F interval, which assumes
+    independent arms."""
+    from .stats_spread import paired_variance_ratio
+
+    index = {(r.split_seed, r.seed): r for r in frozen}
+    pairs = [(r.test, index[(r.split_seed, r.seed)].test) for r in learned if (r.split_seed, r.seed) in index]
+    if len(pairs) >= 3 and len(pairs) == len(learned) == len(frozen):
+        return paired_variance_ratio([x for x, _ in pairs], [y for _, y in pairs])
+    return stats.variance_ratio([r.test for r in learned], [r.test for r in frozen])
+
+
 def arm_statistics(runs: dict[str, Sequence], n_boot: int = 2000, seed: int = 0) -> dict:
     """Paired differences between the arms, with intervals, and the spread test.
 
     Runs of two arms with the same split and seed form a unit; the hierarchical bootstrap
     (:func:`drifthelpers.stats.paired_difference`) resamples units, then the test items of each
     unit, an item's score in both arms moving together. The spread claim is tested on the final
-    test metric of each run (:func:`drifthelpers.stats.variance_ratio`, an F interval).
+    test metric of each run: runs of the same (split seed, seed) are paired, so with three pairs or
+    more the interval is Pitman-Morgan's (:func:`drifthelpers.stats_spread.paired_variance_ratio`),
+    else the F interval of :func:`drifthelpers.stats.variance_ratio`.
 
     Returns:
         ``{"statistics": {"learned_minus_frozen", "learned_minus_raw_direct", "<arm>_test",
@@ -171,7 +186,7 @@ def arm_statistics(runs: dict[str, Sequence], n_boot: int = 2000, seed: int = 0)
             if xs:
                 out[f"{a}_minus_{b}"] = stats.paired_difference(xs, ys, n_boot, seed).to_dict()
     if "learned" in runs and "frozen" in runs and min(len(runs["learned"]), len(runs["frozen"])) > 1:
-        vr = stats.variance_ratio([r.test for r in runs["learned"]], [r.test for r in runs["frozen"]])
+        vr = _spread(runs["learned"], runs["frozen"])
         out["variance_ratio_frozen_over_learned"] = vr["ratio"].to_dict()
         tests["variance_ratio"] = {k: v for k, v in vr.items() if k != "ratio"}
     return {"statistics": out, "tests": tests}

@@ -333,9 +333,12 @@ def test_paired_statistics_pair_by_split_and_seed_and_item():
     vr = out["statistics"]["variance_ratio_frozen_over_learned"]
     tests_ = [r.test for r in runs["frozen"]], [r.test for r in runs["learned"]]
     assert vr["value"] == pytest.approx(np.var(tests_[0], ddof=1) / np.var(tests_[1], ddof=1))
+    assert vr["method"] == "Pitman-Morgan" and vr["n"] == {"pairs": 4}  # the arms pair up by seed
     # a run without a partner (another split) is left out of the pairs
     runs["learned"].append(_scored_run("learned", 0, gain[0], split_seed=9))
-    assert op.paired_statistics(runs, n_boot=100)["statistics"]["learned_minus_frozen"]["n"]["units"] == 4
+    again = op.paired_statistics(runs, n_boot=100)["statistics"]
+    assert again["learned_minus_frozen"]["n"]["units"] == 4
+    assert again["variance_ratio_frozen_over_learned"]["method"] == "F"  # not every run pairs: independent arms
 
 
 def test_summarise_judges_the_paper_claims():
