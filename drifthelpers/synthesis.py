@@ -650,14 +650,17 @@ def synthesis_statistics(result: dict, n_boot: int = 2000, seed: int = 0, alpha:
 
     Returns:
         ``{"statistics": {name: {value, low, high, n, ...}}, "tests": {...}, "claims": [verdict dicts]}``;
-        ``statistics`` also holds ``cell_mean`` (T x T value/low/high) and ``cell_sd``.
+        ``statistics`` also holds ``cell_mean`` (T x T value/low/high), ``cell_sd`` and
+        ``selection_regret_crossfit`` (:mod:`drifthelpers.stats_selection`; the claim uses it).
     """
     from . import stats
+    from .stats_selection import crossfit_regret
 
     scores = unit_scores(result)
     prot = stats.protocol_statistics(scores["views"], scores["corruptions"], n_boot, seed)
     headline = {k: (v.to_dict() if isinstance(v, stats.Estimate) else v) for k, v in prot.items()}
     extra = _own_view_statistics(result, scores, n_boot, seed)
+    extra["selection_regret_crossfit"] = crossfit_regret(scores["views"], scores["corruptions"], n_boot, seed)
     if scores["mixed"] is not None:
         T = len(result["presets"])
         off = ~np.eye(T, dtype=bool)
