@@ -87,10 +87,15 @@ def test_no_sweep_folder_is_a_clear_error(tmp_path):
         pool_synthesis(tmp_path / "missing")
 
 
-def test_a_sweep_of_notebook_03_pools_its_jobs_and_says_so(job_runs, tmp_path, capsys):
-    """``sweep 03 --grid seed=0,1`` end to end, with a small notebook 03 that reports a stored run
-    under the job's seed: the sweep writes pooled_03.json and the command prints the pooled units."""
+@pytest.mark.parametrize("engine", ["local", "dask"])
+def test_a_sweep_of_notebook_03_pools_its_jobs_and_says_so(job_runs, tmp_path, capsys, engine):
+    """``sweep 03 --grid seed=0,1`` end to end on both engines, with a small notebook 03 that reports
+    a stored run under the job's seed: the sweep writes pooled_03.json and the command prints the
+    pooled units."""
     from test_batch import make_notebook
+
+    if engine == "dask":
+        pytest.importorskip("distributed")
 
     from drifthelpers.__main__ import main
 
@@ -103,7 +108,7 @@ def test_a_sweep_of_notebook_03_pools_its_jobs_and_says_so(job_runs, tmp_path, c
                   "run['config']['seed'] = seed\nout = pathlib.Path(output_dir); out.mkdir(parents=True, exist_ok=True)\n"
                   "(out / 'results.json').write_text(json.dumps({'runs': {'microscopy': run}}))\n")
     code = main(["sweep", "03", "--grid", "seed=0,1", "--notebook-dir", str(nb_dir), "--runs-dir", str(tmp_path / "runs"),
-                 "--name", "s", "--workers", "2"])
+                 "--name", "s", "--workers", "2", "--engine", engine])
     assert code == 0
     printed = capsys.readouterr().out
     assert "Notebook 03, microscopy: 2 units pooled over the jobs" in printed
