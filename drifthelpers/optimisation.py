@@ -17,7 +17,8 @@ augmentation draws (flips and 90° rotations, applied after the data model). The
 of the paper let a learned ISP fit a BatchNorm layer that the frozen ISP left un-fitted; here
 the data model has no normalisation layer and no buffers at all (checked before training),
 runs in the same mode in both arms, and the ``learned`` arm with ``data_lr = 0`` reproduces
-the ``frozen`` arm exactly (tested).
+the ``frozen`` arm exactly (tested). ``JointConfig(fidelity="raw2logit")`` runs the arms as the
+public code did, confound included (:mod:`drifthelpers.optimisation_fidelity`).
 
 Measurements (:func:`summarise`): validation curves (mean ± std across seeds per step), the
 final and best validation metric, the test metric of the final model, the steps to reach a
@@ -47,9 +48,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import optimisation_fidelity as _fidelity
 from .claims import OPTIMISATION_CLAIMS, arm_statistics, judge_optimisation
 from .fileio import atomic_write_json
-from .isp import CameraParams, ParametrizedDataModel
+from .isp import CameraParams
+from .optimisation_fidelity import learned_data_model
 from .profiles import section, settings
 from .training import config_key, evaluate, loss_function, predict, seed_everything, train_epoch
 
@@ -118,6 +121,9 @@ class JointConfig:
             the signal. (Adam's steps are about ``lr`` in size whatever the gradient scale.)
         one_lr: the public code's protocol: the data model learns with ``lr`` (every parameter,
             black level included), ignoring ``data_lr`` and ``black_level_lr_scale``.
+        fidelity: ``"corrected"`` or ``"raw2logit"``, the public code's arms (sets ``one_lr`` and
+            ``learn_demosaic``; :mod:`drifthelpers.optimisation_fidelity`). In :meth:`to_dict`
+            only when not the default, so the default's records and cache keys do not hold it.
     """
 
     dataset: str = "microscopy"
@@ -137,8 +143,10 @@ class JointConfig:
     groups: tuple = ()
     black_level_lr_scale: float = 0.01
     one_lr: bool = False
+    fidelity: str = "corrected"
 
     def __post_init__(self):
+        _fidelity.check_config(self)
         if self.dataset not in ("microscopy", "drone"):
             raise ValueError(f"dataset must be 'microscopy' or 'drone', got {self.dataset!r}")
         if self.augment not in ("weak", "none"):
@@ -161,7 +169,7 @@ class JointConfig:
         return "accuracy" if self.task == "classification" else "iou"
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "fidelity" or v != "corrected"}
 
 
 #: Each profile's settings of this experiment (the ``"optimisation"`` section of
@@ -355,15 +363,7 @@ class ArmRun:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
-def _check_no_running_stats(module: nn.Module) -> None:
-    """The learned-vs-frozen confound of the public code was a normalisation layer inside the
-    data model, fitted in one arm only. Refuse any data model that has state besides parameters."""
-    buffers = [name for name, _ in module.named_buffers()]
-    norms = [name for name, m in module.named_modules() if isinstance(m, nn.modules.batchnorm._NormBase)
-             or isinstance(m, (nn.GroupNorm, nn.LayerNorm))]
-    if buffers or norms:
-        raise ValueError(f"the data model must hold no buffers or normalisation layers (found {buffers + norms}); "
-                         "they would behave differently in the learned and frozen arms")
+_check_no_running_stats = _fidelity.check_no_running_stats
 
 
 def build_arm(arm: str, config: JointConfig, data: JointData, seed: int) -> tuple[nn.Module, nn.Module]:
@@ -371,7 +371,8 @@ def build_arm(arm: str, config: JointConfig, data: JointData, seed: int) -> tupl
 
     The task model is built right after seeding, so all arms with the same input channels
     start from identical weights. The data model is parameter-free (``raw_direct``) or a
-    :class:`ParametrizedDataModel` at its ``bi,s,ga`` initialisation; in the ``frozen`` arm
+    :class:`~drifthelpers.isp.ParametrizedDataModel` at ``bi,s,ga`` (in ``"raw2logit"`` the
+    public model, on :func:`~drifthelpers.optimisation_fidelity.arm_data`); in the ``frozen`` arm
     none of its parameters require gradients, in the ``learned`` arm those of
     ``config.groups`` (all when empty) do.
     """
@@ -385,12 +386,13 @@ def build_arm(arm: str, config: JointConfig, data: JointData, seed: int) -> tupl
     if arm == "raw_direct":
         data_model: nn.Module = RawPacker(data.camera)
     else:
-        data_model = ParametrizedDataModel(data.camera, demosaic="bi", learn_demosaic=config.learn_demosaic)
+        data_model = _fidelity.data_model(config, data)
         if arm == "frozen":
             data_model.requires_grad_(False)
         elif config.groups:
             data_model.freeze_all_but(*config.groups)
-    _check_no_running_stats(data_model)
+    if config.fidelity == "corrected":
+        _check_no_running_stats(data_model)
     return task_model, data_model
 
 
@@ -490,20 +492,22 @@ def train_arm(arm: str, config: JointConfig, data: JointData, seed: int, device=
     model's trainable parameters (``config.data_lr``, no weight decay), with
     ``data_model.project_()`` after every step. Batch order comes from a generator seeded
     with ``seed``, augmentation draws from a second one (``seed + 7919``): identical across arms.
-    The data model stays in eval mode in every arm (it has no mode-dependent layers). Each
+    The data model stays in eval mode (it has no mode-dependent layers), except the
+    ``"raw2logit"`` learned arm's while it trains (its BatchNorm fits). Each
     epoch is one :func:`drifthelpers.training.train_epoch`.
 
     Returns:
         An :class:`ArmRun`.
     """
     start = time.perf_counter()
+    data = _fidelity.arm_data(arm, config, data)  # raw2logit: the mosaics over their full scale, once
     task_model, data_model = build_arm(arm, config, data, seed)
     task_model.to(device)
     data_model.to(device).eval()
     # at full size (image_size 0) a segmenter's packed half-resolution input is brought to the masks' size
     size = config.image_size or (data.targets.shape[-1] if arm == "raw_direct" and data.task == "segmentation" else 0)
     view = RenderAt(data_model, size)
-    learn = arm == "learned" and config.data_lr > 0  # update (and project) the data model
+    learn = arm == "learned" and (config.data_lr > 0 or config.fidelity == "raw2logit")  # update, project
     opt = _optimiser(task_model, data_model, config, learn)
     loss_fn = loss_function(config.task)
     order_gen = torch.Generator().manual_seed(int(seed))
@@ -524,6 +528,7 @@ def train_arm(arm: str, config: JointConfig, data: JointData, seed: int, device=
         # the learned arm renders with gradients (also when data_lr = 0: the forward is the same)
         train_epoch(task_model, view, _arm_batches(data, train_idx, config.batch_size, order_gen, device), opt,
                     loss_fn, config.task, config.augment, aug_gen, render_grad=arm == "learned",
+                    data_train=_fidelity.fits_batch_norm(arm, config),
                     project=data_model.project_ if learn else None, after_step=validation)
     if not run.steps or run.steps[-1] != validation.step:  # always end on a validation of the final model
         validation.record()
@@ -740,19 +745,11 @@ paired_statistics = arm_statistics
 judge_claims = judge_optimisation
 
 
-def learned_data_model(run: ArmRun, camera: CameraParams, which: str = "final") -> ParametrizedDataModel:
-    """Rebuild the data model of a ``learned`` (or ``frozen``) run, at its ``"init"`` or ``"final"`` values."""
-    params = run.final_params if which == "final" else run.init_params
-    if not params:
-        raise ValueError(f"run of arm {run.arm!r} has no data-model parameters")
-    model = ParametrizedDataModel(camera, demosaic="bi", learn_demosaic="demosaic" in params)
-    model.load_state_dict({k: torch.tensor(v) for k, v in params.items()})
-    return model.eval()
-
-
 def config_for(dataset: str, profile: str = "quick", **overrides) -> JointConfig:
-    """The :class:`JointConfig` of a profile (:mod:`drifthelpers.profiles`) for a data set, with overrides."""
-    return JointConfig(dataset=dataset, **{**settings("optimisation", profile, dataset), **overrides})
+    """The :class:`JointConfig` of a profile (:mod:`drifthelpers.profiles`) for a data set, with overrides
+    (``fidelity="raw2logit"``: the profile's public protocol, :func:`~drifthelpers.optimisation_fidelity.protocol`)."""
+    return JointConfig(dataset=dataset, **{**settings("optimisation", profile, dataset),
+                                           **_fidelity.protocol(profile, overrides), **overrides})
 
 
 
