@@ -24,7 +24,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import os
@@ -37,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from publish_study import PublishError, _read_json, _swap_in, block_of  # noqa: E402
+from publish_study import PublishError, _read_json, _swap_in, block_of, publish_main, replace_blocks  # noqa: E402
 
 from drifthelpers.fileio import atomic_write_json, atomic_write_text, default_file_mode  # noqa: E402
 
@@ -185,36 +184,12 @@ DOCS = {REPO / "README.md": False, REPO / "docs" / "fidelity.md": True}
 def write_blocks(results_dir: Path = RESULTS, docs: dict[Path, bool] | None = None) -> list[Path]:
     """Regenerate the marked block of each document (``{path: full}``) from ``results_dir``."""
     results = load_results(results_dir)
-    docs = DOCS if docs is None else docs
-    texts = {path: Path(path).read_text(encoding="utf-8") for path in docs}
-    olds = {path: block_of(text, path, BEGIN, END) for path, text in texts.items()}
-    for path, full in docs.items():
-        new = texts[path].replace(BEGIN + olds[path] + END, BEGIN + render(results, full=full) + END)
-        if new != texts[path]:
-            atomic_write_text(path, new)
-    return list(docs)
+    return replace_blocks(DOCS if docs is None else docs, lambda full: render(results, full=full), BEGIN, END)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("run_dir", nargs="?", type=Path, help="the finished run folder (runs/<name>)")
-    p.add_argument("--out", type=Path, default=RESULTS, help="results folder (default results/ablation)")
-    p.add_argument("--force", action="store_true", help="replace an existing results folder")
-    p.add_argument("--readme-only", action="store_true", help="only regenerate the blocks from --out")
-    args = p.parse_args(argv)
-    if args.readme_only == (args.run_dir is not None):
-        p.error("give either RUN_DIR or --readme-only")
-    try:
-        if not args.readme_only:
-            print(f"published {publish(args.run_dir, args.out, force=args.force)}")
-        if args.out.resolve() == RESULTS.resolve():
-            print("regenerated " + ", ".join(str(d.relative_to(REPO)) for d in write_blocks(args.out)))
-        else:
-            print(render(load_results(args.out), full=True))
-    except (PublishError, FileExistsError) as err:
-        print(f"publish_ablation: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return publish_main(argv, __doc__.split("\n\n")[0], lambda args: publish(args.run_dir, args.out, force=args.force),
+                        RESULTS, write_blocks, lambda out: render(load_results(out), full=True))
 
 
 if __name__ == "__main__":

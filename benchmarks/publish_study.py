@@ -275,43 +275,59 @@ def block_of(text: str, path: Path, begin: str = BEGIN, end: str = END) -> str:
     return text.split(begin, 1)[1].split(end, 1)[0]
 
 
-def write_blocks(results_dir: Path = RESULTS, docs: dict[Path, bool] | None = None) -> list[Path]:
-    """Regenerate the marked block of each document (``{path: full}``) from ``results_dir``."""
-    results = load_results(results_dir)
-    docs = DOCS if docs is None else docs
+def replace_blocks(docs: dict[Path, bool], text_of, begin: str = BEGIN, end: str = END) -> list[Path]:
+    """Rewrite the marked block of each document (``{path: full}``) with ``text_of(full)``; every
+    document is checked for its markers before any is written."""
     texts = {path: Path(path).read_text(encoding="utf-8") for path in docs}
-    olds = {path: block_of(text, path) for path, text in texts.items()}  # every doc checked before any write
+    olds = {path: block_of(text, path, begin, end) for path, text in texts.items()}
     for path, full in docs.items():
-        new = texts[path].replace(BEGIN + olds[path] + END, BEGIN + render(results, full=full) + END)
+        new = texts[path].replace(begin + olds[path] + end, begin + text_of(full) + end)
         if new != texts[path]:
             atomic_write_text(path, new)
     return list(docs)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def write_blocks(results_dir: Path = RESULTS, docs: dict[Path, bool] | None = None) -> list[Path]:
+    """Regenerate the marked block of each document (``{path: full}``) from ``results_dir``."""
+    results = load_results(results_dir)
+    return replace_blocks(DOCS if docs is None else docs, lambda full: render(results, full=full))
+
+
+def publish_main(argv, description: str, publish_one, results: Path, write, show) -> int:
+    """The command line both publishers share: RUN_DIR (publish, then regenerate the blocks) or
+    --readme-only; ``publish_one(args)`` publishes and returns the folder, ``write(out)``
+    regenerates the blocks, ``show(out)`` returns the text for a folder elsewhere than ``results``."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("run_dir", nargs="?", type=Path, help="the finished run folder (runs/<name>)")
-    p.add_argument("--bench", type=Path, help="benchmark record of bench_study.py for this run")
-    p.add_argument("--out", type=Path, default=RESULTS, help="results folder (default results/study)")
-    p.add_argument("--allow-profile", action="store_true", help="publish a run of another profile than study")
+    p.add_argument("--out", type=Path, default=results, help=f"results folder (default {results.relative_to(REPO)})")
     p.add_argument("--force", action="store_true", help="replace an existing results folder")
     p.add_argument("--readme-only", action="store_true", help="only regenerate the blocks from --out")
+    if publish_one is publish_study_run:
+        p.add_argument("--bench", type=Path, help="benchmark record of bench_study.py for this run")
+        p.add_argument("--allow-profile", action="store_true", help="publish a run of another profile than study")
     args = p.parse_args(argv)
     if args.readme_only == (args.run_dir is not None):
         p.error("give either RUN_DIR or --readme-only")
     try:
         if not args.readme_only:
-            out = publish(args.run_dir, args.out, bench_path=args.bench,
-                          allow_profile=args.allow_profile, force=args.force)
-            print(f"published {out}")
-        if args.out.resolve() == RESULTS.resolve():
-            print("regenerated " + ", ".join(str(d.relative_to(REPO)) for d in write_blocks(args.out)))
+            print(f"published {publish_one(args)}")
+        if args.out.resolve() == results.resolve():
+            print("regenerated " + ", ".join(str(d.relative_to(REPO)) for d in write(args.out)))
         else:
-            print(render(load_results(args.out), full=True))
+            print(show(args.out))
     except (PublishError, FileExistsError) as err:
-        print(f"publish_study: {err}", file=sys.stderr)
+        print(f"{p.prog}: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def publish_study_run(args) -> Path:
+    return publish(args.run_dir, args.out, bench_path=args.bench, allow_profile=args.allow_profile, force=args.force)
+
+
+def main(argv=None) -> int:
+    return publish_main(argv, __doc__.split("\n\n")[0], publish_study_run, RESULTS, write_blocks,
+                        lambda out: render(load_results(out), full=True))
 
 
 if __name__ == "__main__":

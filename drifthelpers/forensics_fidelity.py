@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .forensics import ALL, GROUPS, PUBLIC_LAMBDAS, ForensicsProblem, SearchResult, dissimilarity
+from .forensics import _check_groups as _groups
 
 __all__ = ["FIDELITIES", "PUBLIC_LR", "PUBLIC_EPOCHS", "PUBLIC_BATCH_SIZE", "PublicSearchResult", "make_problem",
            "public_groups", "public_search", "public_sweep"]
@@ -141,16 +142,6 @@ class PublicSearchResult(SearchResult):
         out.update(lr=self.lr, epochs=self.epochs, batch_size=self.batch_size, search_items=self.search_items,
                    scored_items=self.scored_items, holdout_trace=self.holdout_trace)
         return out
-
-
-def _groups(problem: ForensicsProblem, groups) -> tuple[str, ...]:
-    if isinstance(groups, str):
-        groups = problem.groups if groups == ALL else (groups,)
-    groups = tuple(groups)
-    unknown = [g for g in groups if g not in problem.groups]
-    if unknown or not groups:
-        raise ValueError(f"groups must be among {list(problem.groups)} or 'all', got {list(groups) or 'nothing'}")
-    return groups
 
 
 def _batch_loss(problem: ForensicsProblem, rgb: Tensor, items: Tensor) -> tuple[Tensor, float]:
