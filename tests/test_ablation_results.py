@@ -86,10 +86,14 @@ def test_publish_writes_compact_files_and_the_tables_read_them(tmp_path):
     assert results["ablations"]["drone"] == _ablation("drone", 0.1)
     assert results["provenance"]["git"]["commit"] == "0123456789abcdef"
     short = pa.render(results, full=False)
-    # the README row of a correction: its two phrases and each data set's change of the faithful drop
+    # the README row of a correction: its two phrases, then per data set the change of the faithful
+    # drop and of the corruption drop
     chain_row = next(line for line in short.splitlines() if line.startswith("| chain |"))
-    assert "black level an offset" in chain_row and "+0.01 [+0.005, +0.02] *" in chain_row
-    assert "+0.11 [+0.105, +0.12] *" in chain_row
+    cells = [c.strip() for c in chain_row.strip("|").split("|")]
+    assert "black level an offset" in cells[1] and "mirror borders" in cells[2]
+    assert cells[3:] == ["+0.01 [+0.005, +0.02] *", "-0.1 [-0.3, +0.1]", "+0.11 [+0.105, +0.12] *",
+                         "-0.1 [-0.3, +0.1]"]
+    assert "microscopy: Δ faithful drop | microscopy: Δ corruption drop | drone: Δ faithful drop" in short
     assert next(line for line in short.splitlines() if line.startswith("| all |")).count("*") == 2
     full = pa.render(results, full=True)
     assert "**microscopy**, public protocol" in full and "| all (unpaired) |" in full
