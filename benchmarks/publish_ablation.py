@@ -139,9 +139,8 @@ def _corrections(ablations: dict) -> list[str]:
 def provenance_line(p: dict) -> str:
     git = p.get("git") or {}
     commit = (git.get("commit") or "unknown")[:10] + (" with uncommitted changes" if git.get("dirty") else "")
-    seconds = p.get("notebook_seconds", {}).get(NOTEBOOK)
-    took = f", notebook 03 took {seconds / 60:.1f} min" if seconds else ""
-    return f"Run: profile {p['profile']}, commit {commit}, finished {p['run_finished']}{took}."
+    # the notebook's wall time is in provenance.json; it is not shown, since an ablation run is no benchmark
+    return f"Run: profile {p['profile']}, commit {commit}, finished {p['run_finished']}."
 
 
 def render(results: dict | None, *, full: bool) -> str:
@@ -155,14 +154,14 @@ def render(results: dict | None, *, full: bool) -> str:
     abl = results["ablations"]
     names = _corrections(abl)
     note = ("Change from the public protocol when the correction alone is applied, with its 95 % "
-            "interval; `*`: the interval excludes 0.")
+            "interval; `*`: the interval excludes 0; `-`: the correction does not apply to that data set.")
     if not full:
         heads = [f"{k}: Δ {label}" for k in DATA_SETS for label in README_NUMBERS.values()]
         lines = ["Measured effect: the change of the mean faithful drop and of the mean corruption drop. " + note,
                  "", "| correction | public code | this package | " + " | ".join(heads) + " |",
                  "|---|---|---|" + "---|" * len(heads)]
         for name in names:
-            public, ours = CORRECTION_CHANGES.get(name, ("", "every correction together"))
+            public, ours = CORRECTION_CHANGES.get(name, ("all of the above", "every correction together"))
             cells = [_estimate(_change(abl[k], name, number)) for k in DATA_SETS for number in README_NUMBERS]
             lines.append(f"| {name} | {public} | {ours} | " + " | ".join(cells) + " |")
     else:

@@ -98,7 +98,7 @@ def test_publish_writes_compact_files_and_the_tables_read_them(tmp_path):
     full = pa.render(results, full=True)
     assert "**microscopy**, public protocol" in full and "| all (unpaired) |" in full
     assert full.count("-0.1 [-0.3, +0.1]") == 2 * 3 * (len(HEADLINE) - 1)  # intervals over 0: no star
-    assert "notebook 03 took 10.0 min" in full
+    assert "Run: profile quick, commit 0123456789, finished " in full
 
 
 def test_publish_refuses_incomplete_runs_and_overwrites_only_with_force(tmp_path):
