@@ -65,3 +65,14 @@ def tiny_micro(tmp_path_factory):
     paths = datasets.build_mini(root=root, which="microscopy", n_microscopy=27, size=64, min_per_class=3,
                                 progress=False, workers=1)
     return datasets.RawMicroscopy(paths["microscopy"])
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models run faster on one thread (and far faster on a shared machine); restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -16,12 +16,7 @@ from drifthelpers.training import config_key
 CAMERA = CameraParams("RGGB", (64.0,) * 4, 1023.0, wb_gains=(1.8, 1.0, 1.4))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _data(n: int = 12, size: int = 16, seed: int = 0, smooth: bool = False) -> op.JointData:
