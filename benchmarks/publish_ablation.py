@@ -25,20 +25,17 @@ Usage:
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from publish_study import PublishError, _read_json, _swap_in, block_of, publish_main, replace_blocks  # noqa: E402
+from publish_study import (  # noqa: E402
+    PublishError, _read_json, block_of, publish_main, replace_blocks, write_compact, write_folder)
 
-from drifthelpers.fileio import atomic_write_json, atomic_write_text, default_file_mode  # noqa: E402
+from drifthelpers.fileio import atomic_write_json  # noqa: E402
 
 NOTEBOOK = "03_drift_synthesis"
 DATA_SETS = ("microscopy", "drone")
@@ -86,22 +83,13 @@ def publish(run_dir: Path, out: Path = RESULTS, *, force: bool = False) -> Path:
     """
     run_dir, out = Path(run_dir), Path(out)
     summary = check_run(run_dir)
-    if out.exists() and not force:
-        raise FileExistsError(f"{out} exists; refusing to overwrite it (--force replaces it)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+
+    def fill(staging: Path) -> None:
         for kind in DATA_SETS:
-            data = json.loads((run_dir / NOTEBOOK / f"ablation_{kind}.json").read_text(encoding="utf-8"))
-            atomic_write_text(staging / f"ablation_{kind}.json", json.dumps(data, separators=(",", ":")) + "\n")
+            write_compact(staging / f"ablation_{kind}.json", run_dir / NOTEBOOK / f"ablation_{kind}.json")
         atomic_write_json(staging / "provenance.json", provenance(summary, run_dir))
-        mode = default_file_mode()
-        os.chmod(staging, mode | (mode & 0o444) >> 2)
-        _swap_in(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return out
+
+    return write_folder(out, fill, force=force)
 
 
 def load_results(results_dir: Path = RESULTS) -> dict | None:

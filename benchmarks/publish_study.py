@@ -142,16 +142,35 @@ def publish(run_dir: Path, out: Path = RESULTS, *, bench_path: Path | None = Non
     run_dir, out = Path(run_dir), Path(out)
     summary = check_run(run_dir, allow_profile=allow_profile)
     bench = check_bench(Path(bench_path), run_dir) if bench_path else None
+
+    def fill(staging: Path) -> None:
+        for name in NOTEBOOKS:
+            (staging / name).mkdir()
+            write_compact(staging / name / "results.json", run_dir / name / "results.json")
+        atomic_write_json(staging / "provenance.json", provenance(summary, run_dir, bench))
+
+    return write_folder(out, fill, force=force)
+
+
+def write_compact(dest: Path, source: Path) -> None:
+    """``source``'s JSON written to ``dest`` compactly (the same values)."""
+    data = json.loads(source.read_text(encoding="utf-8"))
+    atomic_write_text(dest, json.dumps(data, separators=(",", ":")) + "\n")
+
+
+def write_folder(out: Path, fill, *, force: bool = False) -> Path:
+    """Build ``out`` all or nothing: ``fill(staging)`` writes a folder beside it, which is then
+    renamed into place (replacing an old ``out`` only with ``force``).
+
+    Raises:
+        FileExistsError: ``out`` exists and ``force`` is false.
+    """
     if out.exists() and not force:
         raise FileExistsError(f"{out} exists; refusing to overwrite it (--force replaces it)")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        for name in NOTEBOOKS:
-            (staging / name).mkdir()
-            data = json.loads((run_dir / name / "results.json").read_text(encoding="utf-8"))
-            atomic_write_text(staging / name / "results.json", json.dumps(data, separators=(",", ":")) + "\n")
-        atomic_write_json(staging / "provenance.json", provenance(summary, run_dir, bench))
+        fill(staging)
         mode = default_file_mode()
         os.chmod(staging, mode | (mode & 0o444) >> 2)  # what mkdir would give, not mkdtemp's 0o700
         _swap_in(staging, out)
