@@ -11,6 +11,11 @@ then writes ``results/study/`` in one step (a folder built beside it and renamed
   memory and budget verdict from the benchmark record of ``benchmarks/bench_study.py`` (``null``
   with a reason when no record is given), the date the run finished and the date it was published.
 
+``--trained-by MEASURED_RUN``: ``RUN_DIR`` evaluated again, with a newer version of the
+package, the models that the measured run trained and cached (a run whose every model of
+notebooks 03 and 05 came from the cache, with the same settings; checked). ``--bench`` is then the
+measured run's record, and ``provenance.json`` holds both commits (``"training"``).
+
 It then regenerates, from ``results/study/``, the marked blocks of ``README.md`` (the claims
 the run decided, counts of the rest, one line of provenance) and ``docs/statistics.md`` (every
 claim). ``--readme-only`` regenerates the blocks alone. When ``results/study/`` is absent the
@@ -19,6 +24,7 @@ disagrees with the files.
 
 Usage:
     .venv/bin/python benchmarks/publish_study.py runs/study --bench benchmarks/results/study-run.json
+    .venv/bin/python benchmarks/publish_study.py runs/again --trained-by runs/study --bench benchmarks/results/study-run.json
     .venv/bin/python benchmarks/publish_study.py --readme-only
 """
 
@@ -109,7 +115,40 @@ def check_bench(bench_path: Path, run_dir: Path) -> dict:
     return bench
 
 
-def provenance(summary: dict, run_dir: Path, bench: dict | None) -> dict:
+def _models(run_dir: Path) -> tuple[dict, dict, int, int]:
+    """Notebook 03's and 05's settings per data set, the models the run used, and how many of
+    them came from the checkpoint cache (notebook 04 trains nothing)."""
+    synthesis = _read_json(run_dir / NOTEBOOKS[0] / "results.json", "the results of notebook 03")["runs"]
+    optimisation = _read_json(run_dir / NOTEBOOKS[2] / "results.json", "the results of notebook 05")
+    used = sum(len(r["units"]) * (len(r["presets"]) + bool(r.get("mixed"))) for r in synthesis.values())
+    cached = sum(int(r["models_from_cache"]) for r in synthesis.values())
+    arms = [a for s in optimisation["summaries"].values() for a in s["arms"].values()]
+    used += sum(a["seeds"] for a in arms)
+    cached += sum(a["seeds"] for a in arms if a["cached"])
+    settings = {"03": {k: r["config"] for k, r in synthesis.items()}, "05": optimisation["configs"]}
+    return settings, optimisation["seeds"], used, cached
+
+
+def check_reuse(run_dir: Path, trained_by: Path, *, allow_profile: bool = False) -> dict:
+    """The ``summary.json`` of ``trained_by``, after checking that ``run_dir`` trained nothing
+    itself: the same settings, and every model of notebooks 03 and 05 from the checkpoint cache
+    (which ``trained_by`` filled: cache keys hold the settings, the data and the seed).
+
+    Raises:
+        PublishError: ``trained_by`` is incomplete, its settings differ, or ``run_dir`` trained
+            a model.
+    """
+    summary = check_run(trained_by, allow_profile=allow_profile)
+    mine, theirs = _models(run_dir), _models(trained_by)
+    if mine[:2] != theirs[:2]:
+        raise PublishError(f"{run_dir} and {trained_by} differ in the settings of notebook 03 or 05")
+    if mine[3] != mine[2]:
+        raise PublishError(f"{run_dir} trained {mine[2] - mine[3]} of its {mine[2]} models itself: "
+                           "publish it on its own, with its own benchmark record")
+    return summary
+
+
+def provenance(summary: dict, run_dir: Path, bench: dict | None, trained: tuple[dict, Path] | None = None) -> dict:
     """What ``provenance.json`` records about the run (see the module docstring)."""
     env = summary.get("environment", {})
     finished = dt.datetime.fromtimestamp((run_dir / "summary.json").stat().st_mtime, dt.timezone.utc)
@@ -121,6 +160,13 @@ def provenance(summary: dict, run_dir: Path, bench: dict | None) -> dict:
         "published": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "budget": {"seconds": BUDGET_SECONDS, "bytes": BUDGET_BYTES},
     }
+    if trained is not None:
+        theirs, folder = trained
+        record["training"] = {
+            "git": theirs.get("environment", {}).get("git"),
+            "notebook_seconds": {Path(nb["notebook"]).stem: nb.get("seconds") for nb in theirs["notebooks"]},
+            "run_finished": dt.datetime.fromtimestamp((folder / "summary.json").stat().st_mtime,
+                                                      dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
     if bench is None:
         reason = "no benchmark record was given with --bench"
         return {**record, "machine": None, "wall_seconds": None, "peak_memory_bytes": None,
@@ -132,8 +178,12 @@ def provenance(summary: dict, run_dir: Path, bench: dict | None) -> dict:
 
 
 def publish(run_dir: Path, out: Path = RESULTS, *, bench_path: Path | None = None,
-            allow_profile: bool = False, force: bool = False) -> Path:
+            allow_profile: bool = False, force: bool = False, trained_by: Path | None = None) -> Path:
     """Write ``out`` (results files and ``provenance.json``) from a complete run, all or nothing.
+
+    ``trained_by``: the measured run whose cached models ``run_dir`` evaluated again (with a
+    newer version of the statistics); the benchmark record is then that run's, and
+    ``provenance.json`` records both runs (``"training"``).
 
     Raises:
         PublishError: the run is incomplete, of another profile, or the record does not fit it.
@@ -141,13 +191,16 @@ def publish(run_dir: Path, out: Path = RESULTS, *, bench_path: Path | None = Non
     """
     run_dir, out = Path(run_dir), Path(out)
     summary = check_run(run_dir, allow_profile=allow_profile)
-    bench = check_bench(Path(bench_path), run_dir) if bench_path else None
+    trained = None
+    if trained_by is not None:
+        trained = (check_reuse(run_dir, Path(trained_by), allow_profile=allow_profile), Path(trained_by))
+    bench = check_bench(Path(bench_path), Path(trained_by or run_dir)) if bench_path else None
 
     def fill(staging: Path) -> None:
         for name in NOTEBOOKS:
             (staging / name).mkdir()
             write_compact(staging / name / "results.json", run_dir / name / "results.json")
-        atomic_write_json(staging / "provenance.json", provenance(summary, run_dir, bench))
+        atomic_write_json(staging / "provenance.json", provenance(summary, run_dir, bench, trained))
 
     return write_folder(out, fill, force=force)
 
@@ -230,6 +283,12 @@ def provenance_line(p: dict) -> str:
         measured = (f"wall time {p['wall_seconds'] / 60:.1f} min of the {budget['seconds'] / 60:.0f}-minute budget, "
                     f"peak memory {p['peak_memory_bytes'] / 1024**3:.2f} GiB of {budget['bytes'] / 1024**3:.0f} GiB "
                     f"({'within' if p.get('within_budget') else 'NOT within'} budget)")
+    training = p.get("training")
+    if training:
+        by = ((training.get("git") or {}).get("commit") or "unknown")[:10]
+        return (f"Run: profile {p['profile']}, commit {commit}, finished {p['run_finished']}, evaluating the models "
+                f"that the run of commit {by} (finished {training['run_finished']}) trained and cached; that run's "
+                f"{measured}.")
     return f"Run: profile {p['profile']}, commit {commit}, finished {p['run_finished']}; {measured}."
 
 
@@ -324,6 +383,8 @@ def publish_main(argv, description: str, publish_one, results: Path, write, show
     if publish_one is publish_study_run:
         p.add_argument("--bench", type=Path, help="benchmark record of bench_study.py for this run")
         p.add_argument("--allow-profile", action="store_true", help="publish a run of another profile than study")
+        p.add_argument("--trained-by", type=Path, metavar="RUN_DIR",
+                       help="the measured run whose cached models RUN_DIR evaluated again; --bench is its record")
     args = p.parse_args(argv)
     if args.readme_only == (args.run_dir is not None):
         p.error("give either RUN_DIR or --readme-only")
@@ -341,7 +402,8 @@ def publish_main(argv, description: str, publish_one, results: Path, write, show
 
 
 def publish_study_run(args) -> Path:
-    return publish(args.run_dir, args.out, bench_path=args.bench, allow_profile=args.allow_profile, force=args.force)
+    return publish(args.run_dir, args.out, bench_path=args.bench, allow_profile=args.allow_profile, force=args.force,
+                   trained_by=args.trained_by)
 
 
 def main(argv=None) -> int:

@@ -1,4 +1,4 @@
-"""Command line: ``python -m drifthelpers {info,run,sweep,data,forensics,render,student,book} ...``.
+"""Command line: ``python -m drifthelpers {info,run,sweep,data,forensics,render,student,book,repository} ...``.
 
 Building the parser imports neither torch nor numba (the options are defined here and,
 for ``forensics``, in :mod:`drifthelpers.cli_forensics`, which imports no torch either);
@@ -258,6 +258,20 @@ def _cmd_student(args) -> int:
     return 0
 
 
+def _cmd_repository(args) -> int:
+    from .repository import RepositoryError, default_root, set_repository
+
+    try:
+        changed = set_repository(args.root or default_root(), args.url, args.branch)
+    except (RepositoryError, FileNotFoundError) as exc:
+        return _error(exc)
+    for path in changed:
+        print(f"updated {path}")
+    if not changed:
+        print(f"already set: {args.url} at {args.branch}")
+    return 0
+
+
 def _cmd_book(args) -> int:
     from .book import run_cli
 
@@ -405,6 +419,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="build from this run folder's executed notebooks; runs nothing")
     p.add_argument("--out", metavar="DIR", help="book folder (default: <repo>/build/book; an earlier book is replaced)")
     p.set_defaults(func=_cmd_book)
+
+    p = sub.add_parser("repository", help="set the public repository's URL: install cells, Colab/Binder links")
+    p.add_argument("url", metavar="URL", help="https://HOST/OWNER/NAME of the public git repository")
+    p.add_argument("--branch", default="main", help="the branch the links open (default main)")
+    p.add_argument("--root", help="the checkout to update (default: the one this package runs from)")
+    p.set_defaults(func=_cmd_repository)
     return parser
 
 

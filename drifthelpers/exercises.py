@@ -32,6 +32,7 @@ __all__ = [
     "CHECK_TAG",
     "ExerciseFormatError",
     "check",
+    "install_cell",
     "stub_source",
     "student_notebook",
     "write_student_versions",
@@ -217,16 +218,28 @@ def set_install_cell(path: str | os.PathLike, repository_url: str) -> bool:
 
     from .fileio import atomic_write_text
 
+    nb, cell = install_cell(path)
+    source = install_cell_source(repository_url)
+    if cell.source == source:
+        return False
+    cell.source = source
+    atomic_write_text(path, nbformat.writes(nb))
+    return True
+
+
+def install_cell(path: str | os.PathLike):
+    """``(notebook, its install cell)`` of the notebook file ``path``.
+
+    Raises:
+        ValueError: the notebook has no cell tagged ``install``, or more than one.
+    """
+    import nbformat
+
     nb = nbformat.read(str(path), as_version=4)
     cells = [c for c in nb.cells if "install" in c.get("metadata", {}).get("tags", [])]
     if len(cells) != 1:
         raise ValueError(f"{path}: {len(cells)} cells tagged 'install' (exactly one expected)")
-    source = install_cell_source(repository_url)
-    if cells[0].source == source:
-        return False
-    cells[0].source = source
-    atomic_write_text(path, nbformat.writes(nb))
-    return True
+    return nb, cells[0]
 
 
 def install_cell_source(repository_url: str = "") -> str:

@@ -216,6 +216,52 @@ def test_command_line(tmp_path, capsys):
         ps.main([])  # neither a run folder nor --readme-only
 
 
+def plant_models(run: Path, *, cached: bool, commit: str, epochs: int = 12) -> Path:
+    """Notebook 03's and 05's model records in a planted run: 2 units x 3 presets + a mixed model,
+    and 2 arms x 2 seeds, all from the checkpoint cache or all trained."""
+    path = run / "03_drift_synthesis" / "results.json"
+    data = json.loads(path.read_text())
+    data["runs"] = {"microscopy": {"config": {"epochs": epochs}, "units": [{}, {}], "presets": ["a", "b", "c"],
+                                   "mixed": {"row": []}, "models_from_cache": 8 if cached else 0}}
+    path.write_text(json.dumps(data))
+    path = run / "05_drift_optimisation" / "results.json"
+    data = json.loads(path.read_text())
+    data.update(seeds=[0, 1], configs={"microscopy": {"epochs": epochs}},
+                summaries={"microscopy": {"arms": {arm: {"seeds": 2, "cached": cached} for arm in ("learned", "frozen")}}})
+    path.write_text(json.dumps(data))
+    summary = json.loads((run / "summary.json").read_text())
+    summary["environment"]["git"]["commit"] = commit
+    (run / "summary.json").write_text(json.dumps(summary))
+    return run
+
+
+def test_a_re_evaluation_of_cached_models_is_published_with_the_training_run(tmp_path):
+    trained = plant_models(plant_run(tmp_path / "t"), cached=False, commit="aaaaaaaaaaaa")
+    again = plant_models(plant_run(tmp_path / "r"), cached=True, commit="bbbbbbbbbbbb")
+    bench = plant_bench(tmp_path / "b.json", trained)
+    with pytest.raises(ps.PublishError, match="measured the run folder"):  # the record is the training run's
+        ps.publish(again, tmp_path / "study", bench_path=bench)
+    out = ps.publish(again, tmp_path / "study", bench_path=bench, trained_by=trained)
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["git"]["commit"] == "bbbbbbbbbbbb" and prov["training"]["git"]["commit"] == "aaaaaaaaaaaa"
+    assert prov["wall_seconds"] == 3000.0 and prov["training"]["notebook_seconds"]["03_drift_synthesis"] == 60.0
+    line = ps.provenance_line(prov)
+    assert line.startswith("Run: profile study, commit bbbbbbbbbb, finished ")
+    assert "evaluating the models that the run of commit aaaaaaaaaa" in line and "wall time 50.0 min" in line
+
+
+def test_a_re_evaluation_that_trained_or_changed_settings_is_refused(tmp_path):
+    trained = plant_models(plant_run(tmp_path / "t"), cached=False, commit="aaaaaaaaaaaa")
+    bench = plant_bench(tmp_path / "b.json", trained)
+    retrained = plant_models(plant_run(tmp_path / "r"), cached=False, commit="bbbbbbbbbbbb")
+    with pytest.raises(ps.PublishError, match="trained 12 of its 12 models itself"):
+        ps.publish(retrained, tmp_path / "study", bench_path=bench, trained_by=trained)
+    other = plant_models(plant_run(tmp_path / "o"), cached=True, commit="bbbbbbbbbbbb", epochs=3)
+    with pytest.raises(ps.PublishError, match="differ in the settings"):
+        ps.publish(other, tmp_path / "study", bench_path=bench, trained_by=trained)
+    assert not (tmp_path / "study").exists()
+
+
 def _study_threads():
     spec = importlib.util.spec_from_file_location("study_threads", REPO / "benchmarks" / "study_threads.py")
     module = importlib.util.module_from_spec(spec)
