@@ -110,7 +110,13 @@ def _pool_sweep(sweep_dir) -> None:
 
     if not any(Path(nb).stem == NOTEBOOK for nb in load_manifest(sweep_dir)["notebooks"]):
         return
-    for kind, entry in pool_synthesis(sweep_dir)["data_sets"].items():
+    try:
+        pooled = pool_synthesis(sweep_dir)
+    except (ValueError, KeyError, TypeError) as exc:  # a record it cannot read: the jobs' own results stand
+        print(f"notebook 03's jobs were not pooled ({type(exc).__name__}: {exc}); each job's results are in "
+              f"{Path(sweep_dir) / 'records'}", file=sys.stderr)
+        return
+    for kind, entry in pooled["data_sets"].items():
         print(f"Notebook 03, {kind}: " + (f"{entry['units']} units pooled over the jobs" if entry["pooled"]
                                           else f"not pooled: {entry['reason']}")
               + f"  ({Path(sweep_dir) / 'pooled_03.md'})")

@@ -87,6 +87,19 @@ def test_no_sweep_folder_is_a_clear_error(tmp_path):
         pool_synthesis(tmp_path / "missing")
 
 
+def test_a_record_that_cannot_be_pooled_is_reported_and_the_sweep_stands(job_runs, tmp_path, capsys):
+    from drifthelpers.__main__ import _pool_sweep
+
+    sweep = _sweep(tmp_path, {"j0": job_runs["a"], "j1": job_runs["b"]})
+    record = json.loads((sweep / "records" / "j1.json").read_text())
+    del record["results"]["03_drift_synthesis"]["results"]["runs"]["microscopy"]["units"]
+    (sweep / "records" / "j1.json").write_text(json.dumps(record))
+    _pool_sweep(sweep)  # no traceback
+    err = capsys.readouterr().err
+    assert "notebook 03's jobs were not pooled (KeyError" in err and str(sweep / "records") in err
+    assert not (sweep / "pooled_03.json").exists()
+
+
 @pytest.mark.parametrize("engine", ["local", "dask"])
 def test_a_sweep_of_notebook_03_pools_its_jobs_and_says_so(job_runs, tmp_path, capsys, engine):
     """``sweep 03 --grid seed=0,1`` end to end on both engines, with a small notebook 03 that reports
