@@ -304,6 +304,10 @@ def threads_lines(t: dict | None, *, full: bool) -> list[str]:
             f"estimates by less than half their interval width")
     line += (f"; {t['unstable']} moved more" if t["unstable"] else "") + (
         f"; {t['not_checkable']} with an open or undefined interval not checkable." if t["not_checkable"] else ".")
+    changed = [r for r in t["estimates"] if r.get("verdict", r.get("rerun_verdict")) != r.get("rerun_verdict")]
+    if changed:
+        line += f" The verdict changed for {len(changed)} claim(s): " + "; ".join(
+            f"{r['claim']} ({r['verdict']} -> {r['rerun_verdict']})" for r in changed) + "."
     lines = [line]
     moved = [r for r in t["estimates"] if r["stable"] is False]
     if full and moved:

@@ -55,7 +55,8 @@ def compare(reference: dict, rerun: dict) -> list[dict]:
             raise ps.PublishError(f"claim {key[1]!r} of notebook {key[0]} is missing from the re-run")
         v1, v2 = ref.get("value"), rerun[key].get("value")
         row = {"notebook": key[0], "claim": key[1], "value": v1, "rerun_value": v2,
-               "low": ref.get("low"), "high": ref.get("high")}
+               "low": ref.get("low"), "high": ref.get("high"),
+               "verdict": ref.get("verdict"), "rerun_verdict": rerun[key].get("verdict")}
         if v1 is None or v2 is None:
             row.update(move=None, half_width=None, stable=None, reason="a value is undefined")
         elif ref.get("low") is None or ref.get("high") is None:
@@ -94,7 +95,8 @@ def record(run_dir: Path, bench_path: Path, results_dir: Path = ps.RESULTS) -> d
                   "started": bench.get("started")},
         "rule": "stable: the point estimate moves by less than half the width of the reference's 95 % interval",
         "stable": sum(r["stable"] for r in checked), "unstable": sum(not r["stable"] for r in checked),
-        "not_checkable": len(rows) - len(checked), "estimates": rows,
+        "not_checkable": len(rows) - len(checked),
+        "verdicts_changed": sum(r["verdict"] != r["rerun_verdict"] for r in rows), "estimates": rows,
     }
 
 

@@ -6,6 +6,8 @@ A profile names a size of the whole study. Each entry of :data:`PROFILES` holds
   mini data sets; ``"zenodo"``: the published data);
 * ``"needs_gpu"``: whether the profile is sized for a GPU (notebooks refuse to train it on a
   CPU unless allowed);
+* ``"forensics_models"``: how many of notebook 03's task models notebook 04 searches for its
+  claims (:mod:`drifthelpers.forensics_models`: each model is a unit of the interval);
 
 and, per drift control, the settings of each data set:
 
@@ -41,6 +43,7 @@ PROFILES: dict[str, dict] = {
     "quick": {
         "data_source": "mini",
         "needs_gpu": False,
+        "forensics_models": 1,
         "synthesis": {
             "microscopy": dict(model="small_cnn", epochs=15, batch_size=16, lr=1e-3, n_splits=2, image_size=64),
             "drone": dict(model="small_unet", epochs=12, batch_size=8, lr=1e-3, n_splits=2, image_size=48),
@@ -63,6 +66,7 @@ PROFILES: dict[str, dict] = {
     "study": {
         "data_source": "mini",
         "needs_gpu": False,
+        "forensics_models": 5,  # one model's search moves with its training noise (a thread count)
         "data": {"root": "study", "mini": dict(n_microscopy=288, n_drone=96, size=64)},
         "optimisation_seeds": 20,
         "synthesis": {
@@ -83,6 +87,7 @@ PROFILES: dict[str, dict] = {
     "paper": {
         "data_source": "zenodo",
         "needs_gpu": True,
+        "forensics_models": 1,
         "synthesis": {
             "microscopy": dict(model="resnet18", epochs=100, batch_size=4, lr=1e-5, n_splits=5, image_size=0,
                                fractions=(0.8, 0.2)),

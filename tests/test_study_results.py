@@ -281,9 +281,14 @@ def test_thread_rerun_is_compared_claim_by_claim(tmp_path):
         data = json.loads(path.read_text())
         for claim, value in zip(data["claims"], values):
             claim["value"] = value
+        if name == "04_drift_forensics":
+            data["claims"][0]["verdict"] = "undecided"
         path.write_text(json.dumps(data))
     bench = plant_bench(tmp_path / "b1.json", rerun, machine={"torch_threads": 1, "cores_used": [0]})
     rec = st.record(rerun, bench, published)
+    assert rec["verdicts_changed"] == 1
+    assert ps.threads_lines(rec, full=False)[0].endswith(
+        "The verdict changed for 1 claim(s): forensics: gamma alone does no real harm (contradicted -> undecided).")
     rows = {r["claim"]: r for r in rec["estimates"]}
     assert rows["microscopy: faithful drift less severe"]["stable"] is True
     assert rows["microscopy: faithful drift less severe"]["half_width"] == pytest.approx(1.375)

@@ -57,8 +57,9 @@ def test_profiles_are_read_from_the_one_table():
         profiles.settings("synthesis", "huge", "drone")
     for entry in profiles.PROFILES.values():  # every profile says what it reads and what it needs
         assert entry["data_source"] in ("mini", "zenodo", "standin") and isinstance(entry["needs_gpu"], bool)
-        required = {"data_source", "needs_gpu", *profiles.SECTIONS}
+        required = {"data_source", "needs_gpu", "forensics_models", *profiles.SECTIONS}
         assert required <= set(entry) <= required | {"data", "optimisation_seeds", "optimisation_raw2logit"}
+        assert isinstance(entry["forensics_models"], int) and entry["forensics_models"] >= 1
 
 
 def test_mixed_view_dataset_covers_every_preset():
