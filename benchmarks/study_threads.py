@@ -15,6 +15,9 @@ docs/statistics.md blocks (``publish_study.py``), which then state the result.
 Usage:
     .venv/bin/python benchmarks/bench_study.py --cores 1 --name study-1thread --out /tmp/study-1thread.json
     .venv/bin/python benchmarks/study_threads.py runs/study-1thread --bench /tmp/study-1thread.json
+
+``--trained-by runs/study-1thread`` compares a run that evaluated that run's cached models again
+(with newer code; see ``publish_study.py --trained-by``).
 """
 
 from __future__ import annotations
@@ -72,15 +75,20 @@ def _threads(bench: dict) -> int | None:
     return (bench.get("machine") or {}).get("torch_threads")
 
 
-def record(run_dir: Path, bench_path: Path, results_dir: Path = ps.RESULTS) -> dict:
+def record(run_dir: Path, bench_path: Path, results_dir: Path = ps.RESULTS, trained_by: Path | None = None) -> dict:
     """The thread-stability record of a 1-thread re-run against the published study run.
+
+    ``trained_by``: the measured 1-thread run whose cached models ``run_dir`` evaluated again
+    (as ``publish_study.py --trained-by``); ``bench_path`` is then that run's record.
 
     Raises:
         PublishError: the re-run is incomplete or not a study run, its benchmark record is not a
             successful measurement of it, or it used the same thread count as the reference.
     """
     summary = ps.check_run(run_dir)
-    bench = ps.check_bench(bench_path, run_dir)
+    if trained_by is not None:
+        ps.check_reuse(run_dir, Path(trained_by))
+    bench = ps.check_bench(bench_path, Path(trained_by or run_dir))
     prov = ps._read_json(results_dir / "provenance.json", "the provenance record")
     ref_threads, threads = _threads(prov), _threads(bench)
     if threads is None or threads == ref_threads:
@@ -91,6 +99,7 @@ def record(run_dir: Path, bench_path: Path, results_dir: Path = ps.RESULTS) -> d
     return {
         "reference": {"commit": (prov.get("git") or {}).get("commit"), "threads": ref_threads},
         "rerun": {"commit": (summary.get("environment", {}).get("git") or {}).get("commit"), "threads": threads,
+                  "trained_by": None if trained_by is None else str(trained_by),
                   "cores": (bench.get("machine") or {}).get("cores_used"), "wall_seconds": bench.get("wall_seconds"),
                   "started": bench.get("started")},
         "rule": "stable: the point estimate moves by less than half the width of the reference's 95 % interval",
@@ -104,9 +113,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir", type=Path, help="the re-run's folder (runs/<name>)")
     p.add_argument("--bench", type=Path, required=True, help="bench_study.py's record of the re-run")
+    p.add_argument("--trained-by", type=Path, metavar="RUN_DIR",
+                   help="the measured re-run whose cached models RUN_DIR evaluated again; --bench is its record")
     args = p.parse_args(argv)
     try:
-        rec = record(args.run_dir, args.bench)
+        rec = record(args.run_dir, args.bench, trained_by=args.trained_by)
         atomic_write_json(ps.RESULTS / OUT_NAME, rec)
         print(f"{rec['stable']} stable, {rec['unstable']} unstable, {rec['not_checkable']} not checkable; "
               f"written to {ps.RESULTS / OUT_NAME}")

@@ -262,6 +262,23 @@ def test_a_re_evaluation_that_trained_or_changed_settings_is_refused(tmp_path):
     assert not (tmp_path / "study").exists()
 
 
+def test_thread_rerun_may_be_a_re_evaluation_of_its_cached_models(tmp_path):
+    st = _study_threads()
+    ref = plant_models(plant_run(tmp_path / "ref"), cached=False, commit="aaaaaaaaaaaa")
+    published = ps.publish(ref, tmp_path / "study", bench_path=plant_bench(tmp_path / "b.json", ref,
+                                                                           machine={"torch_threads": 2}))
+    one = plant_models(plant_run(tmp_path / "one"), cached=False, commit="aaaaaaaaaaaa")
+    bench = plant_bench(tmp_path / "b1.json", one, machine={"torch_threads": 1})
+    again = plant_models(plant_run(tmp_path / "again"), cached=True, commit="bbbbbbbbbbbb")
+    with pytest.raises(st.ps.PublishError, match="measured the run folder"):
+        st.record(again, bench, published)
+    rec = st.record(again, bench, published, trained_by=one)
+    assert rec["rerun"]["commit"] == "bbbbbbbbbbbb" and rec["rerun"]["trained_by"] == str(one)
+    assert rec["rerun"]["threads"] == 1 and rec["unstable"] == 0
+    with pytest.raises(st.ps.PublishError, match="trained 12 of its 12 models itself"):
+        st.record(ref, bench, published, trained_by=one)  # ref trained its own models
+
+
 def _study_threads():
     spec = importlib.util.spec_from_file_location("study_threads", REPO / "benchmarks" / "study_threads.py")
     module = importlib.util.module_from_spec(spec)
