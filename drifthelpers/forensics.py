@@ -687,7 +687,8 @@ def harm_statistics(problem: ForensicsProblem, states: dict[str, State], n_boot:
 
     The drop is the mean over images of (score at the reference − score at the configuration),
     paired by image; the bootstrap resamples the images (one trained model: one unit, so the
-    interval covers the choice of probe images, not the training seed). Evaluate on images the
+    interval covers the choice of probe images, not the training seed; over several models:
+    :func:`drifthelpers.forensics_models.harm_over_models`). Evaluate on images the
     search did not see (e.g. a validation split) for a drop that is not selected on its own noise.
 
     Args:
