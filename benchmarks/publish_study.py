@@ -302,7 +302,8 @@ def threads_lines(t: dict | None, *, full: bool) -> list[str]:
     line = (f"Thread count: a re-run with {t['rerun']['threads']} thread(s) instead of {t['reference']['threads']} "
             f"(commit {(t['rerun']['commit'] or 'unknown')[:10]}) moved {t['stable']} of {checked} checkable point "
             f"estimates by less than half their interval width")
-    line += (f"; {t['unstable']} moved more" if t["unstable"] else "") + (
+    moved = [r["claim"] for r in t["estimates"] if r["stable"] is False]
+    line += (f"; {t['unstable']} moved more ({'; '.join(moved)})" if t["unstable"] else "") + (
         f"; {t['not_checkable']} with an open or undefined interval not checkable." if t["not_checkable"] else ".")
     changed = [r for r in t["estimates"] if r.get("verdict", r.get("rerun_verdict")) != r.get("rerun_verdict")]
     if changed:

@@ -317,7 +317,8 @@ def test_thread_rerun_is_compared_claim_by_claim(tmp_path):
     rec["estimates"][0].update(rerun_value=4.0, move=1.5, stable=False)
     rec.update(stable=2, unstable=1)
     lines = ps.threads_lines(rec, full=True)
-    assert "moved 2 of 3 checkable point estimates by less than half their interval width; 1 moved more" in lines[0]
+    assert ("moved 2 of 3 checkable point estimates by less than half their interval width; 1 moved more "
+            "(microscopy: faithful drift less severe)") in lines[0]
     assert lines[-1] == "| 03 | microscopy: faithful drift less severe | 2.5 | 4 | 1.5 | 1.38 |"
     assert len(ps.threads_lines(rec, full=False)) == 1
 
