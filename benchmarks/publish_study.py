@@ -118,15 +118,20 @@ def check_bench(bench_path: Path, run_dir: Path) -> dict:
 def _models(run_dir: Path) -> tuple[dict, dict, int, int]:
     """Notebook 03's and 05's settings per data set, the models the run used, and how many of
     them came from the checkpoint cache (notebook 04 trains nothing)."""
-    synthesis = _read_json(run_dir / NOTEBOOKS[0] / "results.json", "the results of notebook 03")["runs"]
+    synthesis = _read_json(run_dir / NOTEBOOKS[0] / "results.json", "the results of notebook 03")
     optimisation = _read_json(run_dir / NOTEBOOKS[2] / "results.json", "the results of notebook 05")
-    used = sum(len(r["units"]) * (len(r["presets"]) + bool(r.get("mixed"))) for r in synthesis.values())
-    cached = sum(int(r["models_from_cache"]) for r in synthesis.values())
-    arms = [a for s in optimisation["summaries"].values() for a in s["arms"].values()]
-    used += sum(a["seeds"] for a in arms)
-    cached += sum(a["seeds"] for a in arms if a["cached"])
-    settings = {"03": {k: r["config"] for k, r in synthesis.items()}, "05": optimisation["configs"]}
-    return settings, optimisation["seeds"], used, cached
+    try:
+        runs = synthesis["runs"]
+        used = sum(len(r["units"]) * (len(r["presets"]) + bool(r.get("mixed"))) for r in runs.values())
+        cached = sum(int(r["models_from_cache"]) for r in runs.values())
+        arms = [a for s in optimisation["summaries"].values() for a in s["arms"].values()]
+        used += sum(a["seeds"] for a in arms)
+        cached += sum(a["seeds"] for a in arms if a["cached"])
+        settings = {"03": {k: r["config"] for k, r in runs.items()}, "05": optimisation["configs"]}
+        return settings, optimisation["seeds"], used, cached
+    except (KeyError, TypeError, AttributeError) as err:
+        raise PublishError(f"{run_dir}: the results of notebooks 03 and 05 do not say which models were "
+                           f"trained and which came from the cache (missing {err})") from None
 
 
 def check_reuse(run_dir: Path, trained_by: Path, *, allow_profile: bool = False) -> dict:
@@ -302,15 +307,14 @@ def threads_lines(t: dict | None, *, full: bool) -> list[str]:
     line = (f"Thread count: a re-run with {t['rerun']['threads']} thread(s) instead of {t['reference']['threads']} "
             f"(commit {(t['rerun']['commit'] or 'unknown')[:10]}) moved {t['stable']} of {checked} checkable point "
             f"estimates by less than half their interval width")
-    moved = [r["claim"] for r in t["estimates"] if r["stable"] is False]
-    line += (f"; {t['unstable']} moved more ({'; '.join(moved)})" if t["unstable"] else "") + (
+    moved = [r for r in t["estimates"] if r["stable"] is False]
+    line += (f"; {t['unstable']} moved more ({'; '.join(r['claim'] for r in moved)})" if t["unstable"] else "") + (
         f"; {t['not_checkable']} with an open or undefined interval not checkable." if t["not_checkable"] else ".")
-    changed = [r for r in t["estimates"] if r.get("verdict", r.get("rerun_verdict")) != r.get("rerun_verdict")]
+    changed = [r for r in t["estimates"] if "verdict" in r and r["verdict"] != r["rerun_verdict"]]
     if changed:
         line += f" The verdict changed for {len(changed)} claim(s): " + "; ".join(
             f"{r['claim']} ({r['verdict']} -> {r['rerun_verdict']})" for r in changed) + "."
     lines = [line]
-    moved = [r for r in t["estimates"] if r["stable"] is False]
     if full and moved:
         lines += ["", "| nb | claim | value | re-run value | move | half width |", "|---|---|---|---|---|---|"]
         lines += [f"| {r['notebook']} | {r['claim']} | {_num(r['value'])} | {_num(r['rerun_value'])} | "

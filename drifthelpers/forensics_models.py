@@ -40,7 +40,7 @@ def model_splits(profile: str, split: int, n_splits: int, n_models: int = 0) -> 
     count = int(n_models) or int(PROFILES[check_name(profile)].get("forensics_models", 1))
     if n_models < 0 or count < 1:
         raise ValueError(f"n_models must be >= 0 (0: the profile's), got {n_models}")
-    if not 0 <= split or split + count > n_splits:
+    if split < 0 or split + count > n_splits:
         raise ValueError(f"n_models {count} from split {split} needs splits {split}..{split + count - 1}, "
                          f"but notebook 03 trains splits 0..{n_splits - 1}")
     return list(range(split, split + count))

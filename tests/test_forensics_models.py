@@ -49,6 +49,8 @@ def test_model_splits_follow_the_profile_or_the_count_given():
     assert model_splits("quick", 2, 8, n_models=3) == [2, 3, 4]
     with pytest.raises(ValueError, match=r"needs splits 1..2, but notebook 03 trains splits 0..1"):
         model_splits("quick", 1, 2, n_models=2)
+    with pytest.raises(ValueError, match="from split -1"):
+        model_splits("quick", -1, 2)
     with pytest.raises(ValueError, match="n_models must be >= 0"):
         model_splits("quick", 0, 2, n_models=-1)
     with pytest.raises(ValueError, match="profile must be one of"):

@@ -256,6 +256,9 @@ def test_a_re_evaluation_that_trained_or_changed_settings_is_refused(tmp_path):
     retrained = plant_models(plant_run(tmp_path / "r"), cached=False, commit="bbbbbbbbbbbb")
     with pytest.raises(ps.PublishError, match="trained 12 of its 12 models itself"):
         ps.publish(retrained, tmp_path / "study", bench_path=bench, trained_by=trained)
+    bare = plant_run(tmp_path / "b")  # results without model records
+    with pytest.raises(ps.PublishError, match="do not say which models were trained"):
+        ps.publish(bare, tmp_path / "study", bench_path=bench, trained_by=trained)
     other = plant_models(plant_run(tmp_path / "o"), cached=True, commit="bbbbbbbbbbbb", epochs=3)
     with pytest.raises(ps.PublishError, match="differ in the settings"):
         ps.publish(other, tmp_path / "study", bench_path=bench, trained_by=trained)
