@@ -153,7 +153,7 @@ def compare_arms(base: dict, arm: dict, n_boot: int = 1000, seed: int = 0) -> di
 
 def ablation(dataset, config: SynthesisConfig, corrections: Sequence[str] | None = None,
              cache_dir: str | Path | bool | None = None, n_boot: int = 1000, seed: int = 0, progress: bool = False,
-             workers: int = 0, device="cpu") -> dict:
+             workers: int = 0, device="cpu", job_threads: int = 0) -> dict:
     """Each correction alone on top of the public protocol, and all of them, against the public protocol.
 
     Args:
@@ -161,6 +161,7 @@ def ablation(dataset, config: SynthesisConfig, corrections: Sequence[str] | None
         config: the experiment; its ``fidelity`` and ``corrections`` are replaced.
         corrections: the rows (default: :func:`applicable_corrections`).
         n_boot: bootstrap resamples of each row's intervals (0: point values only).
+        workers, job_threads: how the training jobs run (:func:`drifthelpers.parallel.plan_workers`).
 
     Returns:
         A JSON-ready dict: ``config`` (the public protocol's), ``baseline`` (its headline numbers),
@@ -175,7 +176,7 @@ def ablation(dataset, config: SynthesisConfig, corrections: Sequence[str] | None
     arms = [(n, replace(base_cfg, corrections=(n,))) for n in names]
     arms.append(("all", replace(config, fidelity="corrected", corrections=())))
     run = lambda c: run_synthesis(dataset, c, cache_dir=cache_dir, progress=progress, mixed=False,  # noqa: E731
-                                  workers=workers, device=device, n_boot=0)
+                                  workers=workers, device=device, n_boot=0, job_threads=job_threads)
     base = run(base_cfg)
     rows = []
     for name, cfg in arms:

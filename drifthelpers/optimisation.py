@@ -560,13 +560,13 @@ def _write_json(path: Path, obj: dict) -> None:
 
 def run_arms(data: JointData, config: JointConfig, seeds: Sequence[int], arms: Sequence[str] = ARMS,
              cache_dir: str | os.PathLike | None = None, device="cpu", progress: bool = False,
-             workers: int = 0) -> dict[str, list[ArmRun]]:
+             workers: int = 0, job_threads: int = 0) -> dict[str, list[ArmRun]]:
     """Train every arm for every seed (or load it from the JSON cache).
 
     The runs that are not cached are independent jobs for
     :func:`drifthelpers.parallel.run_jobs` (``workers=0``: in this process on a
     machine with at most two usable cores, worker processes above that; ``1``: in this
-    process); each run is written to the cache as soon as it finishes, so an interrupted call
+    process; ``job_threads=N``: every run on N threads, whatever the cores); each run is written to the cache as soon as it finishes, so an interrupted call
     keeps what it finished.
 
     Args:
@@ -592,7 +592,7 @@ def run_arms(data: JointData, config: JointConfig, seeds: Sequence[int], arms: S
             todo.append((arm, i, int(seed), str(path) if path is not None else None))
     done = run_jobs(_arm_job, [(arm, seed, path) for arm, _, seed, path in todo], (data, config, str(device)),
                     workers=workers, device=device, labels=[f"{config.dataset} {arm} seed {seed}" for arm, _, seed, _ in todo],
-                    desc=f"{config.dataset}: arms x seeds", progress=progress)
+                    desc=f"{config.dataset}: arms x seeds", progress=progress, job_threads=job_threads)
     for (arm, i, _, _), run in zip(todo, done):
         out[arm][i] = ArmRun.from_dict(run)
     return out

@@ -30,18 +30,25 @@ module (notebooks and ``python -m drifthelpers`` need nothing).
 
 Work on a GPU stays in this process.
 
-Results depend on the thread count only at floating-point rounding level (the order of
-reductions), which training can amplify into a different last digit of a metric.
+Results depend on the thread count at floating-point rounding level (the order of
+reductions), and training amplifies that into a different model: the same experiment on one
+core and on two differs by a redraw of its training noise. ``job_threads=N`` fixes the
+arithmetic instead: every job computes on exactly ``N`` intra-op threads, in this process or in
+worker processes, so a machine's core count decides only how many jobs run side by side
+(``budget // N`` workers when ``workers`` is auto), never a number. The ``study`` profile
+trains that way with one thread per job (``drifthelpers.profiles``).
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+from contextlib import contextmanager
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["IN_PROCESS_MAX_CORES", "MAX_AUTO_WORKERS", "JobError", "plan_workers", "run_jobs", "usable_cores"]
+__all__ = ["IN_PROCESS_MAX_CORES", "MAX_AUTO_WORKERS", "JobError", "intra_op_threads", "plan_workers", "run_jobs",
+           "usable_cores"]
 
 MAX_AUTO_WORKERS = 8  # each worker holds its own PyTorch (~0.3-0.5 GB resident)
 IN_PROCESS_MAX_CORES = 2  # up to this many usable cores, auto runs every job in this process
@@ -65,7 +72,7 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def plan_workers(n_jobs: int, workers: int = 0, device="cpu") -> tuple[int, int]:
+def plan_workers(n_jobs: int, workers: int = 0, device="cpu", job_threads: int = 0) -> tuple[int, int]:
     """How many worker processes and intra-op threads each for ``n_jobs`` jobs.
 
     Args:
@@ -75,25 +82,62 @@ def plan_workers(n_jobs: int, workers: int = 0, device="cpu") -> tuple[int, int]
             the budget (see the module docstring); ``1`` = in this process;
             ``N`` = at most N processes.
         device: where the jobs compute; anything but the CPU runs in this process.
+        job_threads: ``0``: the budget's threads are shared out over the workers; ``N``:
+            every job computes on exactly N threads, and auto runs ``budget // N`` workers
+            (at least one), so the results do not depend on the machine's cores.
 
     Returns:
         ``(workers, threads_per_worker)``.
+
+    Example:
+        >>> plan_workers(10, workers=1, job_threads=1)
+        (1, 1)
     """
     import torch
 
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise ValueError(f"workers must be an integer >= 0 (0 = auto), got {workers!r}")
+    if isinstance(job_threads, bool) or not isinstance(job_threads, int) or job_threads < 0:
+        raise ValueError(f"job_threads must be an integer >= 0 (0 = share the budget), got {job_threads!r}")
     budget = max(1, torch.get_num_threads())
     if str(device) != "cpu":
         return 1, budget
     if workers:
         w = workers
+    elif job_threads:
+        w = min(max(1, min(budget, usable_cores()) // job_threads), MAX_AUTO_WORKERS)
     elif usable_cores() <= IN_PROCESS_MAX_CORES:
         w = 1
     else:
         w = min(budget, MAX_AUTO_WORKERS)
     w = max(1, min(w, n_jobs))
-    return w, max(1, budget // w)
+    return w, job_threads or max(1, budget // w)
+
+
+@contextmanager
+def intra_op_threads(n: int):
+    """Run the ``with`` block on ``n`` PyTorch intra-op threads, then restore the count.
+
+    ``n <= 0`` leaves the count as it is.
+
+    Example:
+        >>> import torch
+        >>> before = torch.get_num_threads()
+        >>> with intra_op_threads(1):
+        ...     torch.get_num_threads()
+        1
+        >>> torch.get_num_threads() == before
+        True
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _init_worker(threads: int, shared_blob: bytes) -> None:
@@ -113,14 +157,15 @@ def _call(fn: Callable, job: Any) -> Any:
 
 
 def run_jobs(fn: Callable[[Any, Any], Any], jobs: Sequence, shared: Any = None, workers: int = 0, device="cpu",
-             labels: Sequence[str] | None = None, desc: str = "jobs", progress: bool = True) -> list:
+             labels: Sequence[str] | None = None, desc: str = "jobs", progress: bool = True,
+             job_threads: int = 0) -> list:
     """Run ``fn(job, shared)`` for every job, in parallel worker processes when that helps.
 
     Args:
         fn: a module-level function ``(job, shared) -> result``.
         jobs: the jobs (picklable).
         shared: data every job reads (picklable; sent once per worker).
-        workers: see :func:`plan_workers`.
+        workers, job_threads: see :func:`plan_workers`.
         labels: a name per job for the progress bar and errors (default ``job <i>``).
         desc: progress-bar title.
 
@@ -134,7 +179,7 @@ def run_jobs(fn: Callable[[Any, Any], Any], jobs: Sequence, shared: Any = None, 
     labels = list(labels) if labels is not None else [f"job {i}" for i in range(len(jobs))]
     if len(labels) != len(jobs):
         raise ValueError(f"got {len(labels)} labels for {len(jobs)} jobs")
-    n, threads = plan_workers(len(jobs), workers, device)  # checks `workers` even when nothing is left to run
+    n, threads = plan_workers(len(jobs), workers, device, job_threads)  # checks them even with no job left
     if not jobs:
         return []
     bar = None
@@ -145,13 +190,14 @@ def run_jobs(fn: Callable[[Any, Any], Any], jobs: Sequence, shared: Any = None, 
     results: list = [None] * len(jobs)
     try:
         if n == 1:
-            for i, job in enumerate(jobs):
-                try:
-                    results[i] = fn(job, shared)
-                except Exception as exc:
-                    raise JobError(f"{labels[i]} failed: {type(exc).__name__}: {exc}") from exc
-                if bar is not None:
-                    bar.update()
+            with intra_op_threads(job_threads if str(device) == "cpu" else 0):
+                for i, job in enumerate(jobs):
+                    try:
+                        results[i] = fn(job, shared)
+                    except Exception as exc:
+                        raise JobError(f"{labels[i]} failed: {type(exc).__name__}: {exc}") from exc
+                    if bar is not None:
+                        bar.update()
             return results
         _run_pool(fn, jobs, shared, n, threads, labels, results, bar)
         return results

@@ -44,6 +44,7 @@ PROFILES: dict[str, dict] = {
         "data_source": "mini",
         "needs_gpu": False,
         "forensics_models": 1,
+        "job_threads": 0,
         "synthesis": {
             "microscopy": dict(model="small_cnn", epochs=15, batch_size=16, lr=1e-3, n_splits=2, image_size=64),
             "drone": dict(model="small_unet", epochs=12, batch_size=8, lr=1e-3, n_splits=2, image_size=48),
@@ -66,7 +67,8 @@ PROFILES: dict[str, dict] = {
     "study": {
         "data_source": "mini",
         "needs_gpu": False,
-        "forensics_models": 5,  # one model's search moves with its training noise (a thread count)
+        "forensics_models": 5,  # one model's search moves with its training noise
+        "job_threads": 1,  # the same numbers on one core as on two (jobs side by side)
         "data": {"root": "study", "mini": dict(n_microscopy=288, n_drone=96, size=64)},
         "optimisation_seeds": 20,
         "synthesis": {
@@ -88,6 +90,7 @@ PROFILES: dict[str, dict] = {
         "data_source": "zenodo",
         "needs_gpu": True,
         "forensics_models": 1,
+        "job_threads": 0,  # a GPU computes each job; nothing to fix on the CPU
         "synthesis": {
             "microscopy": dict(model="resnet18", epochs=100, batch_size=4, lr=1e-5, n_splits=5, image_size=0,
                                fractions=(0.8, 0.2)),

@@ -433,7 +433,8 @@ def _mixed_summary(matrices: list[np.ndarray], mixed_rows: list[np.ndarray]) -> 
 
 
 def run_synthesis(dataset, config: SynthesisConfig, cache_dir: str | Path | bool | None = None, progress: bool = True,
-                  mixed: bool = True, workers: int = 0, device="cpu", n_boot: int = 2000, boot_seed: int = 0) -> dict:
+                  mixed: bool = True, workers: int = 0, device="cpu", n_boot: int = 2000, boot_seed: int = 0,
+                  job_threads: int = 0) -> dict:
     """The whole drift-synthesis experiment on one data set.
 
     Every task model (one per preset and unit, plus the mixed-preset model per unit; a unit is
@@ -441,7 +442,8 @@ def run_synthesis(dataset, config: SynthesisConfig, cache_dir: str | Path | bool
     loaded from the checkpoint cache), then evaluated on every view and under every
     corruption. Jobs run in parallel worker processes (:func:`drifthelpers.parallel.run_jobs`;
     ``workers=0`` runs them here on a machine with at most two usable cores and in worker
-    processes above that, ``1`` runs them here); each job seeds itself, so the
+    processes above that, ``1`` runs them here; ``job_threads=N``: every job on N threads, so
+    the numbers do not depend on the cores); each job seeds itself, so the
     result does not depend on the order. On a GPU (``device="cuda"``) the jobs run one after
     the other in this process.
 
@@ -469,7 +471,7 @@ def run_synthesis(dataset, config: SynthesisConfig, cache_dir: str | Path | bool
               "device": str(device), "table": fid.corruption_table_name(config),
               "per_image": fid.per_image_iou(config), "standardise": fid.standardises(config)}
     done = run_jobs(_synthesis_job, jobs, shared, workers=workers, device=device, labels=labels,
-                    desc=f"{config.dataset}: train and test", progress=progress)
+                    desc=f"{config.dataset}: train and test", progress=progress, job_threads=job_threads)
 
     units = _collect_units(config, jobs, done, targets, tests, mixed)
     result = _result(config, units, num_classes, cached=sum(int(out["cached"]) for out in done))

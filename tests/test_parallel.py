@@ -60,6 +60,42 @@ def test_auto_runs_in_process_on_two_cores_or_fewer(cores, threads, monkeypatch)
     assert parallel.plan_workers(10) == (2, 1)
 
 
+def test_plan_workers_with_fixed_job_threads(threads, monkeypatch):
+    """A fixed thread count per job: the cores decide how many jobs run side by side, not the threads."""
+    monkeypatch.setattr(parallel, "usable_cores", lambda: 2)
+    threads(2)
+    assert parallel.plan_workers(10, job_threads=1) == (2, 1)  # two workers even on two cores
+    assert parallel.plan_workers(10, job_threads=2) == (1, 2)
+    assert parallel.plan_workers(10, job_threads=4) == (1, 4)  # more threads than cores: one job at a time
+    assert parallel.plan_workers(1, job_threads=1) == (1, 1)
+    assert parallel.plan_workers(10, workers=1, job_threads=1) == (1, 1)
+    assert parallel.plan_workers(10, device="cuda", job_threads=1) == (1, 2)  # a GPU: unchanged
+    threads(1)
+    assert parallel.plan_workers(10, job_threads=1) == (1, 1)  # one core: in this process, same threads
+    monkeypatch.setattr(parallel, "usable_cores", lambda: 1)
+    threads(4)  # a budget larger than the cores (OMP_NUM_THREADS) does not start more workers
+    assert parallel.plan_workers(10, job_threads=1) == (1, 1)
+    monkeypatch.setattr(parallel, "usable_cores", lambda: 64)
+    threads(64)
+    assert parallel.plan_workers(100, job_threads=1) == (parallel.MAX_AUTO_WORKERS, 1)
+    assert parallel.plan_workers(100, job_threads=16) == (4, 16)
+    for bad in (-1, 1.5, "1", True):
+        with pytest.raises(ValueError, match="job_threads"):
+            parallel.plan_workers(3, job_threads=bad)
+
+
+def test_in_process_jobs_run_on_job_threads_and_the_count_is_restored(threads):
+    threads(2)
+    done = parallel.run_jobs(_square_plus, [1, 2], {"offset": 0}, workers=1, job_threads=1, progress=False)
+    assert [r["threads"] for r in done] == [1, 1]
+    assert torch.get_num_threads() == 2
+    with pytest.raises(parallel.JobError):  # restored after a failing job too
+        parallel.run_jobs(_square_plus, ["boom"], {"offset": 0}, workers=1, job_threads=1, progress=False)
+    assert torch.get_num_threads() == 2
+    pooled = parallel.run_jobs(_square_plus, [1, 2, 3], {"offset": 0}, workers=2, job_threads=1, progress=False)
+    assert {r["threads"] for r in pooled} == {1}
+
+
 def test_usable_cores_counts_this_process_cores():
     n = parallel.usable_cores()
     assert isinstance(n, int) and 1 <= n <= (os.cpu_count() or 1)
@@ -106,3 +142,22 @@ def test_synthesis_same_numbers_in_workers_and_in_process(tiny_micro, threads):
     assert pooled["corruption_tables"] == here["corruption_tables"]
     assert pooled["mixed"] == here["mixed"]
     assert np.array(here["matrices"]).shape == (1, 2, 2)
+
+
+@pytest.mark.slow
+def test_fixed_job_threads_give_the_same_numbers_on_one_core_and_two(tiny_micro, threads, monkeypatch):
+    """The study profile's guarantee: ``job_threads=1`` plans two workers on two cores and none on
+    one, and both give the same numbers to the last digit."""
+    from drifthelpers import synthesis
+
+    cfg = synthesis.SynthesisConfig(dataset="microscopy", model="small_cnn", epochs=2, batch_size=8, n_splits=1,
+                                    image_size=32, presets=("bi,s,me", "me,u,ga"))
+    monkeypatch.setattr(parallel, "usable_cores", lambda: 2)
+    threads(2)
+    assert parallel.plan_workers(3, job_threads=1) == (2, 1)
+    two = synthesis.run_synthesis(tiny_micro, cfg, cache_dir=False, progress=False, job_threads=1, n_boot=0)
+    threads(1)
+    assert parallel.plan_workers(3, job_threads=1) == (1, 1)
+    one = synthesis.run_synthesis(tiny_micro, cfg, cache_dir=False, progress=False, job_threads=1, n_boot=0)
+    for key in ("matrices", "corruption_tables", "mixed", "items"):
+        assert two[key] == one[key], key

@@ -57,9 +57,11 @@ def test_profiles_are_read_from_the_one_table():
         profiles.settings("synthesis", "huge", "drone")
     for entry in profiles.PROFILES.values():  # every profile says what it reads and what it needs
         assert entry["data_source"] in ("mini", "zenodo", "standin") and isinstance(entry["needs_gpu"], bool)
-        required = {"data_source", "needs_gpu", "forensics_models", *profiles.SECTIONS}
+        required = {"data_source", "needs_gpu", "forensics_models", "job_threads", *profiles.SECTIONS}
         assert required <= set(entry) <= required | {"data", "optimisation_seeds", "optimisation_raw2logit"}
         assert isinstance(entry["forensics_models"], int) and entry["forensics_models"] >= 1
+        assert isinstance(entry["job_threads"], int) and entry["job_threads"] >= 0
+    assert profiles.PROFILES["study"]["job_threads"] == 1  # its numbers must not depend on the cores
 
 
 def test_mixed_view_dataset_covers_every_preset():
