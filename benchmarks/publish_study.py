@@ -305,8 +305,12 @@ def threads_lines(t: dict | None, *, full: bool) -> list[str]:
                 "(`benchmarks/study_threads.py` compares one)."]
     checked = t["stable"] + t["unstable"]
     line = (f"Thread count: a re-run with {t['rerun']['threads']} thread(s) instead of {t['reference']['threads']} "
-            f"(commit {(t['rerun']['commit'] or 'unknown')[:10]}) moved {t['stable']} of {checked} checkable point "
-            f"estimates by less than half their interval width")
+            f"(commit {(t['rerun']['commit'] or 'unknown')[:10]}) ")
+    if "identical" in t:
+        line += (f"gave {t['identical']} of {len(t['estimates'])} claims the same value, interval and verdict to "
+                 "the last digit, and ")
+    line += (f"moved {t['stable']} of {checked} checkable point estimates by less than half their interval "
+             "width")
     moved = [r for r in t["estimates"] if r["stable"] is False]
     line += (f"; {t['unstable']} moved more ({'; '.join(r['claim'] for r in moved)})" if t["unstable"] else "") + (
         f"; {t['not_checkable']} with an open or undefined interval not checkable." if t["not_checkable"] else ".")

@@ -1,12 +1,14 @@
 """Is the committed study run stable under a change of thread count?
 
-The study run in ``results/study/`` trained on 2 cores with 2 threads. Float reductions depend on
-the thread count, so a re-run with one thread computes slightly different models; a headline
-number that means something must not move by more than its own uncertainty. This script compares
-a re-run (``bench_study.py --cores 1``, one core and one thread) with the committed run, claim by
-claim: a point estimate is *stable* when it moves by less than half the width of the committed
-run's 95 % interval (or not at all); an estimate whose committed interval has an open end cannot
-be checked this way and is reported as such.
+The study run in ``results/study/`` ran on 2 cores. Float reductions depend on the thread
+count; the study profile therefore trains every task model on one thread (``job_threads`` 1:
+two single-threaded workers on 2 cores, the kernel alone on one core), so a re-run on one core
+should train the same models. A headline number that means something must not move by more
+than its own uncertainty. This script compares a re-run (``bench_study.py --cores 1``, one core
+and one thread) with the committed run, claim by claim: a point estimate is *stable* when it
+moves by less than half the width of the committed run's 95 % interval (or not at all); an
+estimate whose committed interval has an open end cannot be checked this way and is reported
+as such.
 
 It writes ``results/study/thread-stability.json`` (every estimate, both values, the move, half
 the width, the verdict, both runs' commits and thread counts) and regenerates the README and
@@ -47,7 +49,8 @@ def _claims(folder: Path) -> dict[tuple[str, str], dict]:
 
 
 def compare(reference: dict, rerun: dict) -> list[dict]:
-    """One row per claim of ``reference``: both values, the move, half the interval width, the verdict.
+    """One row per claim of ``reference``: both values, intervals and verdicts, the move, half the
+    interval width, and whether value, interval and verdict are ``identical``.
 
     Raises:
         PublishError: a claim of the reference is missing from the re-run.
@@ -59,7 +62,10 @@ def compare(reference: dict, rerun: dict) -> list[dict]:
         v1, v2 = ref.get("value"), rerun[key].get("value")
         row = {"notebook": key[0], "claim": key[1], "value": v1, "rerun_value": v2,
                "low": ref.get("low"), "high": ref.get("high"),
+               "rerun_low": rerun[key].get("low"), "rerun_high": rerun[key].get("high"),
                "verdict": ref.get("verdict"), "rerun_verdict": rerun[key].get("verdict")}
+        row["identical"] = all(row[a] == row[b] for a, b in (("value", "rerun_value"), ("low", "rerun_low"),
+                                                              ("high", "rerun_high"), ("verdict", "rerun_verdict")))
         if v1 is None or v2 is None:
             row.update(move=None, half_width=None, stable=None, reason="a value is undefined")
         elif ref.get("low") is None or ref.get("high") is None:
@@ -104,7 +110,7 @@ def record(run_dir: Path, bench_path: Path, results_dir: Path = ps.RESULTS, trai
                   "started": bench.get("started")},
         "rule": "stable: the point estimate moves by less than half the width of the reference's 95 % interval",
         "stable": sum(r["stable"] for r in checked), "unstable": sum(not r["stable"] for r in checked),
-        "not_checkable": len(rows) - len(checked),
+        "not_checkable": len(rows) - len(checked), "identical": sum(r["identical"] for r in rows),
         "verdicts_changed": sum(r["verdict"] != r["rerun_verdict"] for r in rows), "estimates": rows,
     }
 

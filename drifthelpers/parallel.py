@@ -11,9 +11,10 @@ trade-off on any machine.
 
 :func:`run_jobs` is that pool: ``fn(job, shared)`` for every job, in worker processes
 (``spawn``, so it is safe inside a Jupyter kernel and with OpenMP) or, with one worker,
-in this process. ``shared`` (the rendered views, the raw data) is pickled once per
-worker, not once per job. Results come back in job order. Jobs must be picklable and
-``fn`` importable (a module-level function); results should be plain Python/numpy.
+in this process. ``shared`` (the rendered views, the raw data) is written once to a temporary
+file that each worker reads when it starts (and that is removed when the pool ends), not sent
+once per job. Results come back in job order. Jobs must be picklable and ``fn`` importable (a
+module-level function); results should be plain Python/numpy.
 A failing job raises :class:`JobError` naming it, after the jobs already running have
 finished (what they cached is kept) and the queued ones are cancelled; Ctrl-C cancels
 the queue the same way. A *script* that calls it with more than one worker needs Python's
@@ -140,7 +141,7 @@ def intra_op_threads(n: int):
         torch.set_num_threads(before)
 
 
-def _init_worker(threads: int, shared_blob: bytes) -> None:
+def _init_worker(threads: int, shared_path: str) -> None:
     global _SHARED
     import torch
 
@@ -149,7 +150,8 @@ def _init_worker(threads: int, shared_blob: bytes) -> None:
         torch.set_num_interop_threads(1)
     except RuntimeError:  # already set (cannot happen in a fresh spawned process)
         pass
-    _SHARED = pickle.loads(shared_blob)
+    with open(shared_path, "rb") as f:
+        _SHARED = pickle.load(f)
 
 
 def _call(fn: Callable, job: Any) -> Any:
@@ -207,12 +209,23 @@ def run_jobs(fn: Callable[[Any, Any], Any], jobs: Sequence, shared: Any = None, 
 
 
 def _run_pool(fn, jobs, shared, n, threads, labels, results, bar) -> None:
+    # ``shared`` goes to the workers through a temporary file: a pickled copy handed over as an
+    # argument would stay referenced in the caller and in every worker for the pool's lifetime
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="drifthelpers-jobs-") as tmp:
+        path = os.path.join(tmp, "shared.pickle")
+        with open(path, "wb") as f:
+            pickle.dump(shared, f, protocol=pickle.HIGHEST_PROTOCOL)
+        _run_pool_from(fn, jobs, path, n, threads, labels, results, bar)
+
+
+def _run_pool_from(fn, jobs, shared_path, n, threads, labels, results, bar) -> None:
     import multiprocessing as mp
     from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 
-    blob = pickle.dumps(shared, protocol=pickle.HIGHEST_PROTOCOL)
     pool = ProcessPoolExecutor(n, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                               initargs=(threads, blob))
+                               initargs=(threads, shared_path))
     futures = {}
     try:
         futures = {pool.submit(_call, fn, job): i for i, job in enumerate(jobs)}

@@ -96,6 +96,18 @@ def test_in_process_jobs_run_on_job_threads_and_the_count_is_restored(threads):
     assert {r["threads"] for r in pooled} == {1}
 
 
+def test_the_shared_data_file_is_removed_after_the_pool(threads, tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    threads(2)
+    big = {"offset": 1, "payload": np.zeros(10_000)}
+    assert [r["value"] for r in parallel.run_jobs(_square_plus, [2, 3], big, workers=2, progress=False)] == [5, 10]
+    with pytest.raises(parallel.JobError):
+        parallel.run_jobs(_square_plus, [1, "boom"], big, workers=2, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_usable_cores_counts_this_process_cores():
     n = parallel.usable_cores()
     assert isinstance(n, int) and 1 <= n <= (os.cpu_count() or 1)

@@ -316,6 +316,10 @@ def test_thread_rerun_is_compared_claim_by_claim(tmp_path):
     assert rows["forensics: gamma alone does no real harm"]["stable"] is True  # no move
     assert (rec["stable"], rec["unstable"], rec["not_checkable"]) == (3, 0, 1)
     assert rec["rerun"]["threads"] == 1 and rec["reference"]["threads"] == 2
+    assert rec["identical"] == len(rows) - 4 >= 0  # every claim but the four changed above
+    assert not rows["forensics: gamma alone does no real harm"]["identical"]  # same value, new verdict
+    assert f"gave {len(rows) - 4} of {len(rows)} claims the same value, interval and verdict" in (
+        ps.threads_lines(rec, full=False)[0])
     # a move of half the width or more is unstable, and the full table lists it
     rec["estimates"][0].update(rerun_value=4.0, move=1.5, stable=False)
     rec.update(stable=2, unstable=1)
@@ -324,6 +328,26 @@ def test_thread_rerun_is_compared_claim_by_claim(tmp_path):
             "(microscopy: faithful drift less severe)") in lines[0]
     assert lines[-1] == "| 03 | microscopy: faithful drift less severe | 2.5 | 4 | 1.5 | 1.38 |"
     assert len(ps.threads_lines(rec, full=False)) == 1
+
+
+def test_a_thread_rerun_that_trained_the_same_models_is_identical_claim_by_claim(tmp_path):
+    st = _study_threads()
+    ref_run = plant_run(tmp_path / "ref")
+    published = ps.publish(ref_run, tmp_path / "study", bench_path=plant_bench(tmp_path / "b.json", ref_run,
+                                                                               machine={"torch_threads": 2}))
+    rerun = plant_run(tmp_path / "one")  # the same numbers: what one thread per job gives on any core count
+    rec = st.record(rerun, plant_bench(tmp_path / "b1.json", rerun, machine={"torch_threads": 1}), published)
+    n = len(rec["estimates"])
+    assert rec["identical"] == n and rec["unstable"] == 0 and rec["verdicts_changed"] == 0
+    assert all(r["move"] in (0, None) for r in rec["estimates"])
+    line = ps.threads_lines(rec, full=True)
+    assert len(line) == 1 and f"gave {n} of {n} claims the same value, interval and verdict" in line[0]
+    path = rerun / "05_drift_optimisation" / "results.json"  # one interval end differs: not identical
+    data = json.loads(path.read_text())
+    data["claims"][0]["high"] += 0.01
+    path.write_text(json.dumps(data))
+    rec = st.record(rerun, plant_bench(tmp_path / "b2.json", rerun, machine={"torch_threads": 1}), published)
+    assert rec["identical"] == n - 1 and rec["unstable"] == 0
 
 
 def test_thread_rerun_with_the_same_thread_count_is_refused(tmp_path):
