@@ -566,8 +566,8 @@ def run_arms(data: JointData, config: JointConfig, seeds: Sequence[int], arms: S
     The runs that are not cached are independent jobs for
     :func:`drifthelpers.parallel.run_jobs` (``workers=0``: in this process on a
     machine with at most two usable cores, worker processes above that; ``1``: in this
-    process; ``job_threads=N``: every run on N threads, whatever the cores); each run is written to the cache as soon as it finishes, so an interrupted call
-    keeps what it finished.
+    process; ``job_threads=N``: every run on N threads, whatever the cores); each run is
+    written to the cache as soon as it finishes, so an interrupted call keeps what it finished.
 
     Args:
         cache_dir: folder of the JSON cache; ``None`` disables caching.

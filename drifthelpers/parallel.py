@@ -44,8 +44,8 @@ from __future__ import annotations
 
 import os
 import pickle
-from contextlib import contextmanager
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 __all__ = ["IN_PROCESS_MAX_CORES", "MAX_AUTO_WORKERS", "JobError", "intra_op_threads", "plan_workers", "run_jobs",
@@ -166,7 +166,7 @@ def run_jobs(fn: Callable[[Any, Any], Any], jobs: Sequence, shared: Any = None, 
     Args:
         fn: a module-level function ``(job, shared) -> result``.
         jobs: the jobs (picklable).
-        shared: data every job reads (picklable; sent once per worker).
+        shared: data every job reads (picklable; written once, read once per worker).
         workers, job_threads: see :func:`plan_workers`.
         labels: a name per job for the progress bar and errors (default ``job <i>``).
         desc: progress-bar title.

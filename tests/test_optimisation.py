@@ -305,6 +305,23 @@ def test_run_arms_in_worker_processes_caches_each_run(tmp_path):
     assert all(_same_run(a, b) for a, b in zip(pooled["frozen"], here["frozen"]))
 
 
+@pytest.mark.slow
+def test_run_arms_on_fixed_job_threads_gives_the_same_runs_on_one_core_and_two(monkeypatch):
+    """``job_threads=1`` (the study profile's): two workers on two cores, this process on one,
+    and the same runs, learned data model included."""
+    from drifthelpers import parallel
+
+    data, cfg = _data(size=32), _config(epochs=1)
+    monkeypatch.setattr(parallel, "usable_cores", lambda: 2)
+    torch.set_num_threads(2)  # restored by the one_torch_thread fixture
+    assert parallel.plan_workers(4, job_threads=1) == (2, 1)
+    two = op.run_arms(data, cfg, seeds=[0, 1], arms=("learned", "frozen"), job_threads=1)
+    assert torch.get_num_threads() == 2
+    torch.set_num_threads(1)
+    one = op.run_arms(data, cfg, seeds=[0, 1], arms=("learned", "frozen"), job_threads=1)
+    assert all(_same_run(a, b) for arm in two for a, b in zip(two[arm], one[arm]))
+
+
 def _scored_run(arm, seed, items, split_seed=0):
     run = _run(arm, seed, [0.5, 0.6, float(np.mean(items))], test=float(np.mean(items)))
     run.test_items, run.split_seed = list(map(float, items)), split_seed
