@@ -130,6 +130,49 @@ def test_papermill_sees_every_parameter(path):
     assert set(papermill.inspect_notebook(str(path))) == set(notebook_parameters(path))
 
 
+def _kernel_training_off_job_threads(path: Path) -> list[str]:
+    """Cells that train a cached task model (``synthesis.trained_model``) in the kernel on its own
+    thread count, outside ``with parallel.intra_op_threads(...)``, in a notebook whose set-up
+    does not put the kernel on ``job_threads_`` (such a model, reused by the full run, would
+    follow the machine's cores)."""
+    import ast
+
+    nb = nbformat.read(str(path), as_version=4)
+    sources = [c.source for c in nb.cells if c.cell_type == "code"]
+    if any("torch.set_num_threads(job_threads_)" in s for s in sources):
+        return []
+    out = []
+    for i, src in enumerate(sources):
+        tree = ast.parse("\n".join(line for line in src.splitlines() if not line.lstrip().startswith(("%", "!"))))
+        inside = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.With) and any(
+                    isinstance(item.context_expr, ast.Call) and getattr(item.context_expr.func, "attr", "")
+                    == "intra_op_threads" for item in node.items):
+                inside |= {id(n) for n in ast.walk(node)}
+        out += [f"code cell {i}, line {node.lineno}" for node in ast.walk(tree)
+                if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "trained_model"
+                and id(node) not in inside]
+    return out
+
+
+@pytest.mark.parametrize("path", _notebooks(), ids=lambda p: p.name)
+def test_models_trained_in_the_kernel_use_the_job_threads(path):
+    assert _kernel_training_off_job_threads(path) == []
+
+
+def test_job_threads_check_catches_a_model_trained_on_the_kernels_threads(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("with parallel.intra_op_threads(job_threads_):\n"
+                                          "    m = synthesis.trained_model(ds, cfg, preset=p)"),
+                nbformat.v4.new_code_cell("m = synthesis.trained_model(ds, cfg, preset=p)")]
+    nbformat.write(nb, str(tmp_path / "t.ipynb"))
+    assert _kernel_training_off_job_threads(tmp_path / "t.ipynb") == ["code cell 1, line 1"]
+    nb.cells.insert(0, nbformat.v4.new_code_cell("torch.set_num_threads(job_threads_)"))
+    nbformat.write(nb, str(tmp_path / "t.ipynb"))
+    assert _kernel_training_off_job_threads(tmp_path / "t.ipynb") == []
+
+
 # --------------------------------------------------------------------------- conventions
 
 
